@@ -1,0 +1,33 @@
+"""``chit keys rotate``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, emit, open_server, refusals
+from chit.core.keys import check_algorithm
+
+app = typer.Typer(help="Manage signing keys.", no_args_is_help=True)
+
+
+@app.command("rotate")
+def rotate(
+    now: Annotated[bool, typer.Option("--now", help="Sign with the new key at once (key compromise).")] = False,
+    alg: Annotated[str | None, typer.Option("--alg", help="RS256, ES256 or EdDSA (default: the current key's).")] = None,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Publish a new signing key now; it signs once caches of the JWKS hold it (max-age), or at once
+    with --now. The old key stays published until every token it signed has expired."""
+    with open_server(data_dir, database_url) as server:
+        with refusals():
+            current = server.keys().ring.signing_key(server.now_datetime())
+            algorithm = check_algorithm(alg) if alg else current.alg
+        delay = timedelta(0) if now else timedelta(seconds=server.settings.jwks_max_age)
+        key = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
+    data = {"kid": key.kid, "alg": key.alg, "signs_from": key.signs_from.isoformat(), "previous_kid": current.kid}
+    emit(data, as_json, lambda d: f"Published key {d['kid']} ({d['alg']}); it signs from {d['signs_from']}")

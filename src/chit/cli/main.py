@@ -1,0 +1,26 @@
+"""The ``chit`` command (DESIGN §4 CLI contract)."""
+
+from __future__ import annotations
+
+import typer
+
+from chit.cli import clients, keys, roles, serve, tokens, users
+
+app = typer.Typer(
+    name="chit",
+    help="chit: authorization for Python microservices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("serve")(serve.serve)
+app.add_typer(users.app, name="user")
+app.add_typer(clients.app, name="client")
+app.add_typer(roles.app, name="role")
+app.command("grant")(roles.grant)
+app.add_typer(keys.app, name="keys")
+app.add_typer(tokens.app, name="token")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,68 @@
+"""``chit user add`` / ``chit user disable``."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sys
+from typing import Annotated
+
+import typer
+
+from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, emit, fail, open_server
+from chit.server.credentials import check_new_password, hash_password
+
+app = typer.Typer(help="Manage users.", no_args_is_help=True)
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
+
+
+def check_username(value: str) -> str:
+    if not USERNAME.match(value):
+        raise typer.BadParameter(
+            "a username is 1-64 characters of letters, digits and . _ @ + -, starting with a letter or digit"
+        )
+    return value
+
+
+@app.command("add")
+def add(
+    username: Annotated[str, typer.Argument(callback=check_username)],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    role: Annotated[list[str] | None, typer.Option("--role", help="Grant this role (repeatable).")] = None,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a user. Without --password-stdin a password is generated and printed once."""
+    generated = not password_stdin
+    password = secrets.token_urlsafe(18) if generated else sys.stdin.readline().rstrip("\r\n")
+    problem = check_new_password(password)
+    if problem:
+        raise fail(problem)
+    with open_server(data_dir, database_url) as server:
+        user = server.store.create_user(username, hash_password(password), server.now(), roles=role or ())
+    data = {"id": user.id, "username": user.username, "roles": sorted(set(role or ()))}
+    if generated:
+        data["password"] = password
+    emit(
+        data,
+        as_json,
+        lambda d: f"Created user {d['username']} ({d['id']})"
+        + (f"\npassword: {d['password']}\n(shown once)" if generated else ""),
+    )
+
+
+@app.command("disable")
+def disable(username: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Disable a user: logins, refreshes and introspection of their tokens fail from now on."""
+    with open_server(data_dir, database_url) as server:
+        server.store.set_user_disabled(username, True)
+    typer.echo(f"Disabled user {username}")
+
+
+@app.command("enable")
+def enable(username: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Enable a disabled user again."""
+    with open_server(data_dir, database_url) as server:
+        server.store.set_user_disabled(username, False)
+    typer.echo(f"Enabled user {username}")

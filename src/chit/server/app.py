@@ -1,0 +1,120 @@
+"""The ASGI application: a thin adapter from HTTP to the framework-free endpoints.
+
+Endpoint logic (and its database and Argon2 work) runs in the thread pool, so one slow login never
+stalls the event loop; errors map to RFC answers in ``_oauth2_error`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp
+
+from chit.errors import OAuth2Error
+from chit.server.authserver import AuthServer
+from chit.server.config import Settings
+from chit.server.endpoints.introspection import IntrospectionEndpoint
+from chit.server.endpoints.metadata import (
+    INTROSPECTION_PATH,
+    JWKS_PATH,
+    REVOCATION_PATH,
+    TOKEN_PATH,
+    server_metadata,
+)
+from chit.server.endpoints.revocation import RevocationEndpoint
+from chit.server.endpoints.token import TokenEndpoint
+from chit.server.limits import SizeLimitMiddleware
+
+log = logging.getLogger("chit.server")
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+def _oauth2_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuth2Error)
+    return _json(exc.body(), exc.status_code, exc.headers)
+
+
+def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json({"error": "server_error"}, 500)
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
+    server = server or AuthServer(settings)
+    token_endpoint = TokenEndpoint(server)
+    introspection = IntrospectionEndpoint(server)
+    revocation = RevocationEndpoint(server)
+    app = FastAPI(
+        title="chit auth server",
+        version="0.1.0",
+        exception_handlers={OAuth2Error: _oauth2_error, Exception: _server_error},
+    )
+    app.state.auth_server = server
+
+    @app.post(TOKEN_PATH, tags=["oauth2"], summary="Token endpoint (RFC 6749 §3.2)")
+    async def token(request: Request) -> Response:
+        body = await request.body()
+        answer = await run_in_threadpool(
+            token_endpoint.handle,
+            body,
+            content_type=request.headers.get("content-type"),
+            authorization=request.headers.get("authorization"),
+            source=_source(request),
+        )
+        return _json(answer)
+
+    @app.post(INTROSPECTION_PATH, tags=["oauth2"], summary="Token introspection (RFC 7662)")
+    async def introspect(request: Request) -> Response:
+        body = await request.body()
+        answer = await run_in_threadpool(
+            introspection.handle,
+            body,
+            content_type=request.headers.get("content-type"),
+            authorization=request.headers.get("authorization"),
+        )
+        return _json(answer)
+
+    @app.post(REVOCATION_PATH, tags=["oauth2"], summary="Token revocation (RFC 7009)")
+    async def revoke(request: Request) -> Response:
+        body = await request.body()
+        await run_in_threadpool(
+            revocation.handle,
+            body,
+            content_type=request.headers.get("content-type"),
+            authorization=request.headers.get("authorization"),
+        )
+        return Response(status_code=200, headers=NO_STORE)
+
+    async def metadata() -> Response:
+        return JSONResponse(server_metadata(server, token_endpoint), headers={"Cache-Control": "max-age=300"})
+
+    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+        app.add_api_route(path, metadata, methods=["GET"], tags=["discovery"], summary="RFC 8414 metadata")
+
+    @app.get(JWKS_PATH, tags=["discovery"], summary="JSON Web Key Set (RFC 7517)")
+    async def jwks() -> Response:
+        body = server.keys().ring.jwks(server.now_datetime())
+        return JSONResponse(body, headers={"Cache-Control": f"public, max-age={settings.jwks_max_age}"})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return SizeLimitMiddleware(app)
+
+
+def create_app_from_env() -> ASGIApp:
+    """The factory each uvicorn worker process calls (settings arrive in the environment)."""
+    return create_app(Settings.from_env())

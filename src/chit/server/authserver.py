@@ -1,0 +1,125 @@
+"""The auth server's state, independent of any web framework: storage, keys, settings and clock.
+
+Endpoints and the CLI both act through an ``AuthServer``; everything they change goes to the
+database or the key files, so a CLI command takes effect on a running server at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from chit.core.claims import AccessTokenClaims
+from chit.core.jwt import decode_access_token, encode_access_token
+from chit.core.keys import PublicKey
+from chit.errors import InvalidTokenError
+from chit.policy.permissions import Permission, audience
+from chit.server.config import Settings
+from chit.storage.engine import create_database_engine
+from chit.storage.keyfiles import KeyStore, LoadedKeys
+from chit.storage.records import Client
+from chit.storage.repository import Store
+
+KEY_RELOAD_INTERVAL = 1.0  # seconds between checks of the key set file for a rotation
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedAccessToken:
+    token: str
+    claims: AccessTokenClaims
+
+    @property
+    def expires_in(self) -> int:
+        return self.claims.exp - self.claims.iat
+
+
+class AuthServer:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = Store(create_database_engine(settings.database_url))
+        self.keystore = KeyStore(settings.data_dir, timedelta(seconds=settings.key_retention))
+        self._keys: LoadedKeys | None = None
+        self._keys_stamp = -1
+        self._keys_checked = 0.0
+        self._keys_lock = threading.Lock()
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def now_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def keys(self) -> LoadedKeys:
+        """The current key set, re-read when the key files changed (checked at most once a second)."""
+        monotonic = time.monotonic()
+        if self._keys is not None and monotonic - self._keys_checked < KEY_RELOAD_INTERVAL:
+            return self._keys
+        with self._keys_lock:
+            stamp = self.keystore.stamp()
+            if self._keys is None or stamp != self._keys_stamp:
+                self._keys = self.keystore.load()
+                self._keys_stamp = stamp
+            self._keys_checked = monotonic
+            return self._keys
+
+    def issue_access_token(
+        self,
+        *,
+        subject: str,
+        client: Client,
+        permissions: Iterable[Permission],
+        family_id: str | None = None,
+    ) -> IssuedAccessToken:
+        perms = sorted(set(permissions))
+        now = self.now()
+        claims = AccessTokenClaims(
+            iss=self.settings.issuer,
+            sub=subject,
+            aud=tuple(audience(perms)),
+            exp=now + self.settings.access_token_ttl,
+            iat=now,
+            jti=uuid.uuid4().hex,
+            client_id=client.client_id,
+            scope=tuple(str(p) for p in perms),
+            sid=family_id,
+        )
+        key = self.keys().ring.signing_key(self.now_datetime())
+        return IssuedAccessToken(encode_access_token(claims, key), claims)
+
+    def _lookup_key(self, kid: str) -> tuple[PublicKey, str] | None:
+        key = self.keys().ring.find(kid, self.now_datetime())
+        return None if key is None else (key.public_key, key.alg)
+
+    def decode_own_access_token(self, token: str, *, verify_exp: bool = True) -> AccessTokenClaims:
+        """Verify an access token this server issued (signature, issuer, type, times)."""
+        return decode_access_token(
+            token, self._lookup_key, issuer=self.settings.issuer, leeway=0, verify_exp=verify_exp
+        )
+
+    def access_token_is_active(self, claims: AccessTokenClaims) -> bool:
+        """Not revoked, its refresh family not revoked, its subject and client still enabled."""
+        store = self.store
+        if store.is_access_token_revoked(claims.jti):
+            return False
+        if claims.sid is not None and store.revoked_families([claims.sid]):
+            return False
+        client = store.client_by_client_id(claims.client_id)
+        if client is None or client.disabled:
+            return False
+        if claims.sub != client.id:
+            user = store.user_by_id(claims.sub)
+            if user is None or user.disabled:
+                return False
+        return True
+
+    def verify_active_access_token(self, token: str) -> AccessTokenClaims | None:
+        try:
+            claims = self.decode_own_access_token(token)
+        except InvalidTokenError:
+            return None
+        return claims if self.access_token_is_active(claims) else None

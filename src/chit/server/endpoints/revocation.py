@@ -1,0 +1,52 @@
+"""Token revocation (RFC 7009).
+
+Revoking a refresh token revokes its whole family and every access token issued from it; revoking
+an access token makes introspection answer ``active: false`` at once. A token that is unknown,
+expired or already revoked answers 200 (§2.2); one issued to another client is refused with
+``unauthorized_client`` (§2.1) and left alone.
+"""
+
+from __future__ import annotations
+
+from chit.errors import InvalidRequestError, InvalidTokenError, UnauthorizedClientError
+from chit.server.authserver import AuthServer
+from chit.server.client_auth import authenticate_client
+from chit.server.credentials import hash_secret
+from chit.server.forms import check_content_type, parse_form
+from chit.storage.records import Client
+
+REVOKED = "revoked"
+
+
+class RevocationEndpoint:
+    def __init__(self, server: AuthServer) -> None:
+        self.server = server
+
+    def handle(self, body: bytes, *, content_type: str | None, authorization: str | None) -> None:
+        check_content_type(content_type)
+        params = parse_form(body)
+        client = authenticate_client(self.server.store, params, authorization)
+        token = params.get("token")
+        if token is None:
+            raise InvalidRequestError("missing parameter token")
+        if token.count(".") == 2:
+            self._access_token(token, client)
+        else:
+            self._refresh_token(token, client)
+
+    def _refresh_token(self, token: str, client: Client) -> None:
+        record = self.server.store.find_refresh(hash_secret(token))
+        if record is None:
+            return
+        if record.client_pk != client.id:
+            raise UnauthorizedClientError("the token was not issued to this client")
+        self.server.store.revoke_family(record.family_id, now=self.server.now(), reason=REVOKED)
+
+    def _access_token(self, token: str, client: Client) -> None:
+        try:
+            claims = self.server.decode_own_access_token(token)
+        except InvalidTokenError:
+            return
+        if claims.client_id != client.client_id:
+            raise UnauthorizedClientError("the token was not issued to this client")
+        self.server.store.revoke_access_token(claims.jti, expires_at=claims.exp, now=self.server.now())

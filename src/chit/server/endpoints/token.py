@@ -1,0 +1,44 @@
+"""The token endpoint (RFC 6749 §3.2): client authentication, then the grant the request names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chit.errors import InvalidRequestError, UnauthorizedClientError, UnsupportedGrantTypeError
+from chit.server.authserver import AuthServer
+from chit.server.client_auth import authenticate_client
+from chit.server.forms import check_content_type, parse_form
+from chit.server.grants.base import Grant, TokenRequest
+from chit.server.grants.client_credentials import ClientCredentialsGrant
+from chit.server.grants.password import PasswordGrant
+from chit.server.grants.refresh_token import RefreshTokenGrant
+
+GRANTS: tuple[type[Grant], ...] = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant)
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+KNOWN_GRANT_TYPES = frozenset({*(g.grant_type for g in GRANTS), TOKEN_EXCHANGE})
+
+
+class TokenEndpoint:
+    def __init__(self, server: AuthServer) -> None:
+        self.server = server
+        self.grants: dict[str, Grant] = {g.grant_type: g(server) for g in GRANTS}
+
+    @property
+    def grant_types(self) -> list[str]:
+        return sorted(self.grants)
+
+    def handle(
+        self, body: bytes, *, content_type: str | None, authorization: str | None, source: str
+    ) -> dict[str, Any]:
+        check_content_type(content_type)
+        params = parse_form(body)
+        grant_type = params.get("grant_type")
+        if grant_type is None:
+            raise InvalidRequestError("missing parameter grant_type")
+        client = authenticate_client(self.server.store, params, authorization)
+        grant = self.grants.get(grant_type)
+        if grant is None:
+            raise UnsupportedGrantTypeError(f"grant type {grant_type[:80]!r} is not supported")
+        if grant_type not in client.grant_types:
+            raise UnauthorizedClientError(f"client {client.client_id!r} may not use the {grant_type} grant")
+        return grant.issue(TokenRequest(params, client, source))

@@ -1,0 +1,75 @@
+"""Strict parsing of ``application/x-www-form-urlencoded`` request bodies (RFC 6749 §3.2, Appendix B).
+
+Parsed by hand from the raw bytes rather than through ``Form()``: it is faster, and it lets chit
+refuse what the RFC forbids (repeated parameters) and what it must not guess at (bad encodings).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from chit.errors import InvalidRequestError
+
+MAX_FIELDS = 100
+MAX_PARAMETER = 4 * 1024
+MAX_TOKEN_PARAMETER = 16 * 1024
+MAX_SCOPE_VALUES = 100
+TOKEN_PARAMETERS = frozenset({"token", "refresh_token", "subject_token", "actor_token", "assertion"})
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def check_content_type(content_type: str | None) -> None:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != FORM_CONTENT_TYPE:
+        raise InvalidRequestError(f"the request body must be {FORM_CONTENT_TYPE}")
+
+
+def _decode(raw: bytes, what: str) -> str:
+    if b"%" in raw and _BAD_PERCENT.search(raw):
+        raise InvalidRequestError(f"malformed percent-encoding in {what}")
+    try:
+        text = unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(f"{what} is not valid UTF-8") from exc
+    if any(ord(c) < 0x20 and c not in "\t" for c in text) or "\x7f" in text:
+        raise InvalidRequestError(f"{what} contains control characters")
+    return text
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """Parameters of a form body; empty values count as absent (RFC 6749 §3.1)."""
+    params: dict[str, str] = {}
+    if not body:
+        return params
+    fields = body.split(b"&")
+    if len(fields) > MAX_FIELDS:
+        raise InvalidRequestError(f"more than {MAX_FIELDS} form fields")
+    for field in fields:
+        if not field:
+            continue
+        raw_name, _, raw_value = field.partition(b"=")
+        name = _decode(raw_name, "a parameter name")
+        limit = MAX_TOKEN_PARAMETER if name in TOKEN_PARAMETERS else MAX_PARAMETER
+        if len(raw_value) > limit * 3 or len(raw_name) > MAX_PARAMETER:
+            raise InvalidRequestError(f"parameter {name[:40]!r} is longer than {limit} bytes")
+        value = _decode(raw_value, f"parameter {name[:40]!r}")
+        if len(value.encode()) > limit:
+            raise InvalidRequestError(f"parameter {name[:40]!r} is longer than {limit} bytes")
+        if name in params:
+            raise InvalidRequestError(f"parameter {name[:40]!r} is repeated")
+        params[name] = value
+    return {k: v for k, v in params.items() if v != ""}
+
+
+def split_scope(scope: str | None) -> list[str] | None:
+    """The values of a ``scope`` parameter (RFC 6749 §3.3), or None when absent."""
+    if scope is None:
+        return None
+    values = scope.split(" ")
+    if any(v == "" for v in values):
+        raise InvalidRequestError("scope values are separated by single spaces")
+    if len(values) > MAX_SCOPE_VALUES:
+        raise InvalidRequestError(f"more than {MAX_SCOPE_VALUES} scope values")
+    return values

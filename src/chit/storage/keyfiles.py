@@ -1,0 +1,176 @@
+"""The key files in the data directory: JWT signing keys and the Biscuit root key.
+
+Layout (directory 0700, files 0600)::
+
+    keys/keyset.json        which keys exist and when each signs (no secrets)
+    keys/jwt-<kid>.pem      PKCS#8 private keys
+    keys/biscuit-<n>.key    Biscuit root private keys, ``ed25519-private/<hex>``
+
+Writers take ``keys/.lock`` and replace ``keyset.json`` atomically, so a server reading the set while
+``chit keys rotate`` runs sees the old set or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from chit.core import biscuit
+from chit.core.keys import (
+    Algorithm,
+    KeyRing,
+    SigningKey,
+    check_algorithm,
+    new_signing_key,
+    private_key_from_pem,
+    private_key_to_pem,
+)
+from chit.errors import ConfigurationError
+
+KEYSET = "keyset.json"
+
+
+@dataclass(frozen=True)
+class LoadedKeys:
+    ring: KeyRing
+    biscuit_private_keys: tuple[str, ...]  # newest first
+    biscuit_public_keys: tuple[str, ...]  # newest first, "ed25519/<hex>"
+
+
+def _ts(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def _dt(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class KeyStore:
+    def __init__(self, data_dir: Path, retention: timedelta) -> None:
+        self.dir = data_dir / "keys"
+        self.retention = retention
+
+    @property
+    def keyset_path(self) -> Path:
+        return self.dir / KEYSET
+
+    def exists(self) -> bool:
+        return self.keyset_path.exists()
+
+    def stamp(self) -> int:
+        """Changes whenever the key set is rewritten."""
+        try:
+            return self.keyset_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def initialize(self, alg: Algorithm, now: datetime) -> bool:
+        """Create the first keys; False (and nothing written) when they already exist."""
+        with self._locked():
+            if self.exists():
+                return False
+            key = new_signing_key(alg, now)
+            self._write_signing_key(key)
+            root = biscuit.generate_root_private_key()
+            _write_private(self.dir / "biscuit-1.key", root.encode())
+            self._write_manifest(
+                {
+                    "jwt": [self._entry(key)],
+                    "biscuit": [{"file": "biscuit-1.key", "created_at": _ts(now)}],
+                }
+            )
+            return True
+
+    def rotate(self, alg: Algorithm, now: datetime, *, delay: timedelta) -> SigningKey:
+        """Publish a new key now, signing from ``now + delay``; forget keys no token can need."""
+        with self._locked():
+            manifest = self._read_manifest()
+            key = new_signing_key(alg, now, signs_from=now + delay)
+            self._write_signing_key(key)
+            ring = KeyRing.of([*self._load_signing_keys(manifest), key], self.retention)
+            keep = {k.kid for k in ring.published(now)}
+            entries = [e for e in manifest["jwt"] if e["kid"] in keep] + [self._entry(key)]
+            self._write_manifest({**manifest, "jwt": entries})
+            for entry in manifest["jwt"]:
+                if entry["kid"] not in keep:
+                    (self.dir / entry["file"]).unlink(missing_ok=True)
+            return key
+
+    def load(self) -> LoadedKeys:
+        manifest = self._read_manifest()
+        ring = KeyRing.of(self._load_signing_keys(manifest), self.retention)
+        private = []
+        for entry in sorted(manifest["biscuit"], key=lambda e: e["created_at"], reverse=True):
+            private.append((self.dir / entry["file"]).read_text().strip())
+        public = tuple(biscuit.root_public_key(p) for p in private)
+        return LoadedKeys(ring, tuple(private), public)
+
+    def _entry(self, key: SigningKey) -> dict[str, Any]:
+        return {
+            "kid": key.kid,
+            "alg": key.alg,
+            "file": f"jwt-{key.kid}.pem",
+            "created_at": _ts(key.created_at),
+            "signs_from": _ts(key.signs_from),
+        }
+
+    def _write_signing_key(self, key: SigningKey) -> None:
+        _write_private(self.dir / f"jwt-{key.kid}.pem", private_key_to_pem(key.private_key))
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        _write_private(self.keyset_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+    def _read_manifest(self) -> dict[str, Any]:
+        try:
+            manifest: dict[str, Any] = json.loads(self.keyset_path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"no keys in {self.dir}; run `chit serve` once to create them") from exc
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read {self.keyset_path}: {exc}") from exc
+        return manifest
+
+    def _load_signing_keys(self, manifest: dict[str, Any]) -> list[SigningKey]:
+        keys = []
+        for entry in manifest["jwt"]:
+            alg = check_algorithm(entry["alg"])
+            pem = (self.dir / entry["file"]).read_bytes()
+            keys.append(
+                SigningKey(
+                    entry["kid"],
+                    alg,
+                    private_key_from_pem(pem, alg),
+                    _dt(entry["created_at"]),
+                    _dt(entry["signs_from"]),
+                )
+            )
+        return keys

@@ -1,0 +1,65 @@
+"""Value objects the storage layer hands out (frozen; no ORM objects leave the storage layer)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+
+USER_ID_PREFIX = "usr_"
+CLIENT_ID_PREFIX = "cli_"
+
+
+def new_id(prefix: str) -> str:
+    """A stable opaque id; the prefixes keep user and client subjects from ever colliding."""
+    return prefix + base64.b32encode(secrets.token_bytes(15)).decode("ascii").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    password_hash: str
+    disabled: bool
+    created_at: int
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, username={self.username!r}, disabled={self.disabled})"
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    id: str
+    client_id: str
+    secret_hash: str | None
+    public: bool
+    grant_types: frozenset[str]
+    scope: frozenset[str] | None  # None: no cap
+    disabled: bool
+    created_at: int
+
+    def __repr__(self) -> str:
+        return f"Client(id={self.id!r}, client_id={self.client_id!r}, public={self.public})"
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    token_hash: str
+    family_id: str
+    client_pk: str
+    user_id: str
+    family_scope: frozenset[str]
+    issued_at: int
+    expires_at: int
+    family_expires_at: int
+    used_at: int | None
+    family_revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleState:
+    key: str
+    failures: int
+    window_started_at: int
+    lock_level: int
+    locked_until: int

@@ -1,0 +1,385 @@
+"""The SQLAlchemy implementation of chit's storage, shared by SQLite and PostgreSQL.
+
+Every public method is one transaction: it either happens whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from chit.errors import ConflictError, NotFoundError
+from chit.storage import tables as t
+from chit.storage.records import (
+    CLIENT_ID_PREFIX,
+    USER_ID_PREFIX,
+    Client,
+    RefreshRecord,
+    ThrottleState,
+    User,
+    new_id,
+)
+
+
+def _split(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(text.split())
+
+
+def _join(values: Iterable[str]) -> str:
+    return " ".join(sorted(values))
+
+
+def _user(row: Row[Any]) -> User:
+    return User(row.id, row.username, row.password_hash, bool(row.disabled), row.created_at)
+
+
+def _client(row: Row[Any]) -> Client:
+    return Client(
+        id=row.id,
+        client_id=row.client_id,
+        secret_hash=row.secret_hash,
+        public=bool(row.public),
+        grant_types=frozenset(row.grant_types.split()),
+        scope=_split(row.scope),
+        disabled=bool(row.disabled),
+        created_at=row.created_at,
+    )
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(chit_write=True)
+            with conn.begin():
+                yield conn
+
+    # users -------------------------------------------------------------------------------------
+
+    def create_user(self, username: str, password_hash: str, now: int, roles: Iterable[str] = ()) -> User:
+        user = User(new_id(USER_ID_PREFIX), username, password_hash, False, now)
+        try:
+            with self._write() as conn:
+                if conn.scalar(select(t.users.c.id).where(t.users.c.username_key == username.casefold())):
+                    raise ConflictError(f"user {username!r} already exists")
+                conn.execute(
+                    insert(t.users).values(
+                        id=user.id,
+                        username=username,
+                        username_key=username.casefold(),
+                        password_hash=password_hash,
+                        disabled=False,
+                        created_at=now,
+                    )
+                )
+                self._grant_roles(conn, user.id, roles, now)
+        except IntegrityError as exc:
+            raise ConflictError(f"user {username!r} already exists") from exc
+        return user
+
+    def user_by_username(self, username: str) -> User | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.users).where(t.users.c.username_key == username.casefold())).first()
+        return None if row is None else _user(row)
+
+    def user_by_id(self, user_id: str) -> User | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.users).where(t.users.c.id == user_id)).first()
+        return None if row is None else _user(row)
+
+    def set_user_disabled(self, username: str, disabled: bool) -> User:
+        with self._write() as conn:
+            result = conn.execute(
+                update(t.users).where(t.users.c.username_key == username.casefold()).values(disabled=disabled)
+            )
+            if result.rowcount != 1:
+                raise NotFoundError(f"no user {username!r}")
+            row = conn.execute(select(t.users).where(t.users.c.username_key == username.casefold())).one()
+        return _user(row)
+
+    def set_user_password(self, username: str, password_hash: str) -> None:
+        with self._write() as conn:
+            result = conn.execute(
+                update(t.users)
+                .where(t.users.c.username_key == username.casefold())
+                .values(password_hash=password_hash)
+            )
+            if result.rowcount != 1:
+                raise NotFoundError(f"no user {username!r}")
+
+    def count_users(self) -> int:
+        with self._read() as conn:
+            return int(conn.scalar(select(func.count()).select_from(t.users)) or 0)
+
+    # clients -----------------------------------------------------------------------------------
+
+    def create_client(
+        self,
+        client_id: str,
+        *,
+        secret_hash: str | None,
+        grant_types: Iterable[str],
+        scope: Iterable[str] | None,
+        now: int,
+        roles: Iterable[str] = (),
+    ) -> Client:
+        client = Client(
+            id=new_id(CLIENT_ID_PREFIX),
+            client_id=client_id,
+            secret_hash=secret_hash,
+            public=secret_hash is None,
+            grant_types=frozenset(grant_types),
+            scope=None if scope is None else frozenset(scope),
+            disabled=False,
+            created_at=now,
+        )
+        try:
+            with self._write() as conn:
+                if conn.scalar(select(t.clients.c.id).where(t.clients.c.client_id == client_id)):
+                    raise ConflictError(f"client {client_id!r} already exists")
+                conn.execute(
+                    insert(t.clients).values(
+                        id=client.id,
+                        client_id=client_id,
+                        secret_hash=secret_hash,
+                        public=client.public,
+                        grant_types=_join(client.grant_types),
+                        scope=None if client.scope is None else _join(client.scope),
+                        disabled=False,
+                        created_at=now,
+                    )
+                )
+                self._grant_roles(conn, client.id, roles, now)
+        except IntegrityError as exc:
+            raise ConflictError(f"client {client_id!r} already exists") from exc
+        return client
+
+    def client_by_client_id(self, client_id: str) -> Client | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.clients).where(t.clients.c.client_id == client_id)).first()
+        return None if row is None else _client(row)
+
+    def client_by_pk(self, pk: str) -> Client | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.clients).where(t.clients.c.id == pk)).first()
+        return None if row is None else _client(row)
+
+    # roles and grants --------------------------------------------------------------------------
+
+    def create_role(self, name: str, permissions: Iterable[str], now: int, description: str = "") -> None:
+        try:
+            with self._write() as conn:
+                if conn.scalar(select(t.roles.c.name).where(t.roles.c.name == name)):
+                    raise ConflictError(f"role {name!r} already exists")
+                conn.execute(insert(t.roles).values(name=name, description=description, created_at=now))
+                rows = [{"role": name, "permission": p} for p in sorted(set(permissions))]
+                if rows:
+                    conn.execute(insert(t.role_permissions), rows)
+        except IntegrityError as exc:
+            raise ConflictError(f"role {name!r} already exists") from exc
+
+    def role_exists(self, name: str) -> bool:
+        with self._read() as conn:
+            return conn.scalar(select(t.roles.c.name).where(t.roles.c.name == name)) is not None
+
+    def grant(self, principal_id: str, role: str, now: int) -> bool:
+        """Grant ``role``; False when it was already granted."""
+        with self._write() as conn:
+            return self._grant_roles(conn, principal_id, [role], now) == 1
+
+    def _grant_roles(self, conn: Connection, principal_id: str, roles: Iterable[str], now: int) -> int:
+        added = 0
+        for role in sorted(set(roles)):
+            if conn.scalar(select(t.roles.c.name).where(t.roles.c.name == role)) is None:
+                raise NotFoundError(f"no role {role!r}")
+            exists = conn.scalar(
+                select(t.grants.c.role).where(t.grants.c.principal_id == principal_id, t.grants.c.role == role)
+            )
+            if exists is None:
+                conn.execute(insert(t.grants).values(principal_id=principal_id, role=role, created_at=now))
+                added += 1
+        return added
+
+    def permissions_of(self, principal_id: str) -> frozenset[str]:
+        """What the roles granted to a user or client add up to."""
+        query = (
+            select(t.role_permissions.c.permission)
+            .join(t.grants, t.grants.c.role == t.role_permissions.c.role)
+            .where(t.grants.c.principal_id == principal_id)
+        )
+        with self._read() as conn:
+            return frozenset(conn.scalars(query))
+
+    # refresh tokens (RFC 6749 §6) --------------------------------------------------------------
+
+    def start_family(
+        self,
+        *,
+        client_pk: str,
+        user_id: str,
+        scope: Iterable[str],
+        token_hash: str,
+        now: int,
+        idle_expires_at: int,
+        absolute_expires_at: int,
+    ) -> str:
+        family_id = new_id("rtf_")
+        with self._write() as conn:
+            conn.execute(
+                insert(t.refresh_families).values(
+                    id=family_id,
+                    client_id=client_pk,
+                    user_id=user_id,
+                    scope=_join(scope),
+                    created_at=now,
+                    expires_at=absolute_expires_at,
+                )
+            )
+            conn.execute(
+                insert(t.refresh_tokens).values(
+                    token_hash=token_hash,
+                    family_id=family_id,
+                    issued_at=now,
+                    expires_at=min(idle_expires_at, absolute_expires_at),
+                )
+            )
+        return family_id
+
+    def find_refresh(self, token_hash: str) -> RefreshRecord | None:
+        rt, fam = t.refresh_tokens, t.refresh_families
+        query = select(
+            rt.c.token_hash,
+            rt.c.family_id,
+            rt.c.issued_at,
+            rt.c.expires_at,
+            rt.c.used_at,
+            fam.c.client_id,
+            fam.c.user_id,
+            fam.c.scope,
+            fam.c.expires_at.label("family_expires_at"),
+            fam.c.revoked_at,
+        ).join(fam, fam.c.id == rt.c.family_id)
+        with self._read() as conn:
+            row = conn.execute(query.where(rt.c.token_hash == token_hash)).first()
+        if row is None:
+            return None
+        return RefreshRecord(
+            token_hash=row.token_hash,
+            family_id=row.family_id,
+            client_pk=row.client_id,
+            user_id=row.user_id,
+            family_scope=frozenset(row.scope.split()),
+            issued_at=row.issued_at,
+            expires_at=row.expires_at,
+            family_expires_at=row.family_expires_at,
+            used_at=row.used_at,
+            family_revoked_at=row.revoked_at,
+        )
+
+    def rotate_refresh(self, old_hash: str, new_hash: str, *, now: int, idle_expires_at: int) -> bool:
+        """Mark ``old_hash`` used and issue ``new_hash`` in its family; False if it was used already."""
+        rt, fam = t.refresh_tokens, t.refresh_families
+        with self._write() as conn:
+            family = conn.execute(
+                select(fam.c.id, fam.c.expires_at)
+                .join(rt, rt.c.family_id == fam.c.id)
+                .where(rt.c.token_hash == old_hash, fam.c.revoked_at.is_(None))
+            ).first()
+            if family is None:
+                return False
+            result = conn.execute(
+                update(rt).where(rt.c.token_hash == old_hash, rt.c.used_at.is_(None)).values(used_at=now)
+            )
+            if result.rowcount != 1:
+                return False
+            conn.execute(
+                insert(rt).values(
+                    token_hash=new_hash,
+                    family_id=family.id,
+                    issued_at=now,
+                    expires_at=min(idle_expires_at, family.expires_at),
+                )
+            )
+        return True
+
+    def revoke_family(self, family_id: str, *, now: int, reason: str) -> bool:
+        """Revoke a refresh-token family; False if it was revoked already."""
+        fam = t.refresh_families
+        with self._write() as conn:
+            result = conn.execute(
+                update(fam)
+                .where(fam.c.id == family_id, fam.c.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason=reason)
+            )
+            return result.rowcount == 1
+
+    def revoked_families(self, family_ids: Iterable[str]) -> frozenset[str]:
+        ids = list(family_ids)
+        if not ids:
+            return frozenset()
+        fam = t.refresh_families
+        with self._read() as conn:
+            return frozenset(
+                conn.scalars(select(fam.c.id).where(fam.c.id.in_(ids), fam.c.revoked_at.is_not(None)))
+            )
+
+    # revoked access tokens (RFC 7009) ----------------------------------------------------------
+
+    def revoke_access_token(self, jti: str, *, expires_at: int, now: int) -> None:
+        with self._write() as conn:
+            if conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is None:
+                conn.execute(insert(t.revoked_tokens).values(jti=jti, expires_at=expires_at, revoked_at=now))
+            conn.execute(delete(t.revoked_tokens).where(t.revoked_tokens.c.expires_at < now - 3600))
+
+    def is_access_token_revoked(self, jti: str) -> bool:
+        with self._read() as conn:
+            return conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is not None
+
+    # brute-force throttle ----------------------------------------------------------------------
+
+    def throttle_states(self, keys: Iterable[str]) -> dict[str, ThrottleState]:
+        keys = list(keys)
+        with self._read() as conn:
+            rows = conn.execute(select(t.login_throttle).where(t.login_throttle.c.key.in_(keys)))
+            return {r.key: ThrottleState(r.key, r.failures, r.window_started_at, r.lock_level, r.locked_until) for r in rows}
+
+    def record_failure(self, keys: Iterable[str], step: Any) -> dict[str, ThrottleState]:
+        """Apply ``step(previous_state_or_None) -> new_state`` to each key in one write transaction."""
+        tl = t.login_throttle
+        result: dict[str, ThrottleState] = {}
+        with self._write() as conn:
+            for key in keys:
+                row = conn.execute(select(tl).where(tl.c.key == key)).first()
+                before = None if row is None else ThrottleState(
+                    row.key, row.failures, row.window_started_at, row.lock_level, row.locked_until
+                )
+                after: ThrottleState = step(before)
+                values = {
+                    "failures": after.failures,
+                    "window_started_at": after.window_started_at,
+                    "lock_level": after.lock_level,
+                    "locked_until": after.locked_until,
+                }
+                if row is None:
+                    conn.execute(insert(tl).values(key=key, **values))
+                else:
+                    conn.execute(update(tl).where(and_(tl.c.key == key)).values(**values))
+                result[key] = after
+        return result
+
+    def clear_throttle(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        with self._write() as conn:
+            conn.execute(delete(t.login_throttle).where(t.login_throttle.c.key.in_(keys)))

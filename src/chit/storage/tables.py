@@ -1,0 +1,118 @@
+"""The relational schema (SQLAlchemy Core). Times are UTC Unix seconds; ids are opaque strings.
+
+Alembic migrations under ``migrations/versions`` create exactly this; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("username_key", String(64), nullable=False, unique=True),  # case-folded: one account per name
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=True),  # NULL for public clients
+    Column("public", Boolean, nullable=False, default=False),
+    Column("grant_types", Text, nullable=False),  # space-separated, as on the wire
+    Column("scope", Text, nullable=True),  # space-separated permission cap; NULL: no cap
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+roles = Table(
+    "roles",
+    metadata,
+    Column("name", String(140), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+role_permissions = Table(
+    "role_permissions",
+    metadata,
+    Column("role", String(140), ForeignKey("roles.name", ondelete="CASCADE"), primary_key=True),
+    Column("permission", String(200), primary_key=True),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("principal_id", String(40), primary_key=True),  # a user id or a client's internal id
+    Column("role", String(140), ForeignKey("roles.name", ondelete="CASCADE"), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+refresh_families = Table(
+    "refresh_families",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("client_id", String(40), ForeignKey("clients.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("scope", Text, nullable=False),  # the scope of the login; refreshes never exceed it
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # absolute lifetime
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("revoked_reason", String(40), nullable=True),
+    Index("ix_refresh_families_user_id", "user_id"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("family_id", String(40), ForeignKey("refresh_families.id", ondelete="CASCADE"), nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # idle lifetime
+    Column("used_at", BigInteger, nullable=True),
+    Index("ix_refresh_tokens_family_id", "family_id"),
+)
+
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=False),
+)
+
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_started_at", BigInteger, nullable=False),
+    Column("lock_level", Integer, nullable=False),
+    Column("locked_until", BigInteger, nullable=False),
+)
