@@ -6,12 +6,12 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from chit.errors import ConflictError
 from chit.policy.permissions import CHIT_SERVICE
 from chit.server.authserver import AuthServer
 from chit.server.config import Settings
 from chit.server.credentials import hash_password
 from chit.storage.engine import migrate
-from chit.errors import ConflictError
 
 SUPER_ADMIN = "admin"
 SUPER_ADMIN_ROLE = "chit:super-admin"

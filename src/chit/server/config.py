@@ -94,4 +94,32 @@ def build_settings(
     display_host = f"[{host}]" if ":" in host else host
     issuer = check_issuer(issuer or os.environ.get("CHIT_ISSUER") or f"http://{display_host}:{port}")
     alg = check_algorithm(signing_alg or os.environ.get("CHIT_SIGNING_ALG") or "RS256")
-    return Settings(data_dir=data_dir, database_url=database_url, issuer=issuer, signing_alg=alg)
+    return Settings(
+        data_dir=data_dir, database_url=database_url, issuer=issuer, signing_alg=alg, **_tuning_from_env()
+    )
+
+
+# Lifetimes and limits a deployment may tune, as environment variables (whole seconds / counts).
+TUNING_ENV = {
+    "CHIT_ACCESS_TOKEN_TTL": "access_token_ttl",
+    "CHIT_REFRESH_IDLE_TTL": "refresh_idle_ttl",
+    "CHIT_REFRESH_ABSOLUTE_TTL": "refresh_absolute_ttl",
+    "CHIT_JWKS_MAX_AGE": "jwks_max_age",
+    "CHIT_ACCOUNT_MAX_FAILURES": "account_max_failures",
+    "CHIT_SOURCE_MAX_FAILURES": "source_max_failures",
+    "CHIT_SOURCE_WINDOW": "source_window",
+    "CHIT_LOCK_SECONDS": "lock_seconds",
+    "CHIT_MAX_LOCK_SECONDS": "max_lock_seconds",
+}
+
+
+def _tuning_from_env() -> dict[str, int]:
+    values = {}
+    for env, name in TUNING_ENV.items():
+        raw = os.environ.get(env)
+        if raw is None:
+            continue
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigurationError(f"{env} must be a positive whole number, not {raw!r}")
+        values[name] = int(raw)
+    return values

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_REQUEST_LINE = 8 * 1024

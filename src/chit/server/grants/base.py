@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from chit.errors import InvalidRequestError, InvalidScopeError, InvalidPermissionError
+from chit.errors import InvalidPermissionError, InvalidRequestError, InvalidScopeError
 from chit.policy.permissions import Permission, covers_all, format_scope, intersect
 from chit.server.authserver import AuthServer, IssuedAccessToken
 from chit.server.forms import split_scope

@@ -10,7 +10,13 @@ from typing import Any, ClassVar
 
 from chit.errors import UnauthorizedClientError
 from chit.server.authserver import AuthServer
-from chit.server.grants.base import TokenRequest, parse_permissions, requested_scope, select_scope, token_response
+from chit.server.grants.base import (
+    TokenRequest,
+    parse_permissions,
+    requested_scope,
+    select_scope,
+    token_response,
+)
 
 
 class ClientCredentialsGrant:
