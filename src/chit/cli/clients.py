@@ -26,7 +26,9 @@ def check_client_id(value: str) -> str:
 def check_grants(values: list[str] | None) -> list[str] | None:
     for value in values or ():
         if value not in KNOWN_GRANT_TYPES:
-            raise typer.BadParameter(f"unknown grant {value!r}; choose from {', '.join(sorted(KNOWN_GRANT_TYPES))}")
+            raise typer.BadParameter(
+                f"unknown grant {value!r}; choose from {', '.join(sorted(KNOWN_GRANT_TYPES))}"
+            )
     return values
 
 
@@ -39,7 +41,9 @@ def add(
     ] = None,
     scope: Annotated[
         list[str] | None,
-        typer.Option("--scope", help="Permission the client holds and caps its users' tokens to (repeatable)."),
+        typer.Option(
+            "--scope", help="Permission the client holds and caps its users' tokens to (repeatable)."
+        ),
     ] = None,
     public: Annotated[bool, typer.Option("--public", help="A public client: no secret.")] = False,
     as_json: JsonFlag = False,
@@ -70,6 +74,8 @@ def add(
     emit(
         data,
         as_json,
-        lambda d: f"Created client {d['client_id']} (grants: {' '.join(d['grant_types'])})"
-        + ("" if public else f"\nclient_secret: {d['client_secret']}\n(shown once)"),
+        lambda d: (
+            f"Created client {d['client_id']} (grants: {' '.join(d['grant_types'])})"
+            + ("" if public else f"\nclient_secret: {d['client_secret']}\n(shown once)")
+        ),
     )

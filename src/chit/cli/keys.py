@@ -15,8 +15,12 @@ app = typer.Typer(help="Manage signing keys.", no_args_is_help=True)
 
 @app.command("rotate")
 def rotate(
-    now: Annotated[bool, typer.Option("--now", help="Sign with the new key at once (key compromise).")] = False,
-    alg: Annotated[str | None, typer.Option("--alg", help="RS256, ES256 or EdDSA (default: the current key's).")] = None,
+    now: Annotated[
+        bool, typer.Option("--now", help="Sign with the new key at once (key compromise).")
+    ] = False,
+    alg: Annotated[
+        str | None, typer.Option("--alg", help="RS256, ES256 or EdDSA (default: the current key's).")
+    ] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
@@ -29,5 +33,10 @@ def rotate(
             algorithm = check_algorithm(alg) if alg else current.alg
         delay = timedelta(0) if now else timedelta(seconds=server.settings.jwks_max_age)
         key = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
-    data = {"kid": key.kid, "alg": key.alg, "signs_from": key.signs_from.isoformat(), "previous_kid": current.kid}
+    data = {
+        "kid": key.kid,
+        "alg": key.alg,
+        "signs_from": key.signs_from.isoformat(),
+        "previous_kid": current.kid,
+    }
     emit(data, as_json, lambda d: f"Published key {d['kid']} ({d['alg']}); it signs from {d['signs_from']}")

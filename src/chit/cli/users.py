@@ -27,7 +27,9 @@ def check_username(value: str) -> str:
 @app.command("add")
 def add(
     username: Annotated[str, typer.Argument(callback=check_username)],
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
     role: Annotated[list[str] | None, typer.Option("--role", help="Grant this role (repeatable).")] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
@@ -47,8 +49,10 @@ def add(
     emit(
         data,
         as_json,
-        lambda d: f"Created user {d['username']} ({d['id']})"
-        + (f"\npassword: {d['password']}\n(shown once)" if generated else ""),
+        lambda d: (
+            f"Created user {d['username']} ({d['id']})"
+            + (f"\npassword: {d['password']}\n(shown once)" if generated else "")
+        ),
     )
 
 

@@ -37,12 +37,12 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
-def _oauth2_error(_request: Request, exc: Exception) -> Response:
+async def _oauth2_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuth2Error)
     return _json(exc.body(), exc.status_code, exc.headers)
 
 
-def _server_error(request: Request, exc: Exception) -> Response:
+async def _server_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json({"error": "server_error"}, 500)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -45,17 +46,15 @@ def _create_super_admin(server: AuthServer) -> str | None:
     store = server.store
     now = server.now()
     if not store.role_exists(SUPER_ADMIN_ROLE):
-        try:
-            store.create_role(SUPER_ADMIN_ROLE, [SUPER_ADMIN_PERMISSION], now, "Everything the auth server can do")
-        except ConflictError:
-            pass
+        with contextlib.suppress(ConflictError):  # another process created it first
+            store.create_role(
+                SUPER_ADMIN_ROLE, [SUPER_ADMIN_PERMISSION], now, "Everything the auth server can do"
+            )
     if store.client_by_client_id(FIRST_PARTY_CLIENT) is None:
-        try:
+        with contextlib.suppress(ConflictError):
             store.create_client(
                 FIRST_PARTY_CLIENT, secret_hash=None, grant_types=FIRST_PARTY_GRANTS, scope=None, now=now
             )
-        except ConflictError:
-            pass
     if store.user_by_username(SUPER_ADMIN) is not None:
         return None
     given = os.environ.get(ADMIN_PASSWORD_ENV)

@@ -45,7 +45,9 @@ def create_database_engine(url: str) -> Engine:
         try:
             return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
         except NoSuchModuleError as exc:
-            raise ConfigurationError(f"unsupported PostgreSQL driver in {url!r}; use postgresql+psycopg") from exc
+            raise ConfigurationError(
+                f"unsupported PostgreSQL driver in {url!r}; use postgresql+psycopg"
+            ) from exc
     raise ConfigurationError(f"unsupported database {backend!r}: use sqlite:///FILE or postgresql://...")
 
 

@@ -205,7 +205,9 @@ class Store:
             if conn.scalar(select(t.roles.c.name).where(t.roles.c.name == role)) is None:
                 raise NotFoundError(f"no role {role!r}")
             exists = conn.scalar(
-                select(t.grants.c.role).where(t.grants.c.principal_id == principal_id, t.grants.c.role == role)
+                select(t.grants.c.role).where(
+                    t.grants.c.principal_id == principal_id, t.grants.c.role == role
+                )
             )
             if exists is None:
                 conn.execute(insert(t.grants).values(principal_id=principal_id, role=role, created_at=now))
@@ -345,7 +347,9 @@ class Store:
 
     def is_access_token_revoked(self, jti: str) -> bool:
         with self._read() as conn:
-            return conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is not None
+            return (
+                conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is not None
+            )
 
     # brute-force throttle ----------------------------------------------------------------------
 
@@ -353,7 +357,10 @@ class Store:
         keys = list(keys)
         with self._read() as conn:
             rows = conn.execute(select(t.login_throttle).where(t.login_throttle.c.key.in_(keys)))
-            return {r.key: ThrottleState(r.key, r.failures, r.window_started_at, r.lock_level, r.locked_until) for r in rows}
+            return {
+                r.key: ThrottleState(r.key, r.failures, r.window_started_at, r.lock_level, r.locked_until)
+                for r in rows
+            }
 
     def record_failure(self, keys: Iterable[str], step: Any) -> dict[str, ThrottleState]:
         """Apply ``step(previous_state_or_None) -> new_state`` to each key in one write transaction."""
@@ -362,8 +369,12 @@ class Store:
         with self._write() as conn:
             for key in keys:
                 row = conn.execute(select(tl).where(tl.c.key == key)).first()
-                before = None if row is None else ThrottleState(
-                    row.key, row.failures, row.window_started_at, row.lock_level, row.locked_until
+                before = (
+                    None
+                    if row is None
+                    else ThrottleState(
+                        row.key, row.failures, row.window_started_at, row.lock_level, row.locked_until
+                    )
                 )
                 after: ThrottleState = step(before)
                 values = {

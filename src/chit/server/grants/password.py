@@ -75,5 +75,3 @@ class PasswordGrant:
             subject=user.id, client=request.client, permissions=granted, family_id=family_id
         )
         return token_response(issued, refresh_token)
-
-

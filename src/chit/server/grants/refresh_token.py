@@ -62,7 +62,10 @@ class RefreshTokenGrant:
 
         new_token = new_secret()
         if not store.rotate_refresh(
-            token_hash, hash_secret(new_token), now=now, idle_expires_at=now + server.settings.refresh_idle_ttl
+            token_hash,
+            hash_secret(new_token),
+            now=now,
+            idle_expires_at=now + server.settings.refresh_idle_ttl,
         ):
             # another request rotated it between our read and our write: that is a reuse
             store.revoke_family(record.family_id, now=now, reason=REUSE)
