@@ -44,7 +44,9 @@ def inspect(
         except InvalidTokenError as exc:
             raise fail(exc.reason) from None
         try:
-            checked = server.decode_own_access_token(token, verify_exp=False)
+            # the CLI does not know the URL the server runs under: the keys decide, iss is shown
+            iss = claims.get("iss") if isinstance(claims.get("iss"), str) else None
+            checked = server.decode_own_access_token(token, verify_exp=False, issuer=iss)
             signature, active = "valid", server.access_token_is_active(checked)
         except InvalidTokenError as exc:
             signature, active = f"invalid: {exc.reason}", False

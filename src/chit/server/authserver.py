@@ -95,10 +95,12 @@ class AuthServer:
         key = self.keys().ring.find(kid, self.now_datetime())
         return None if key is None else (key.public_key, key.alg)
 
-    def decode_own_access_token(self, token: str, *, verify_exp: bool = True) -> AccessTokenClaims:
+    def decode_own_access_token(
+        self, token: str, *, verify_exp: bool = True, issuer: str | None = None
+    ) -> AccessTokenClaims:
         """Verify an access token this server issued (signature, issuer, type, times)."""
         return decode_access_token(
-            token, self._lookup_key, issuer=self.settings.issuer, leeway=0, verify_exp=verify_exp
+            token, self._lookup_key, issuer=issuer or self.settings.issuer, leeway=0, verify_exp=verify_exp
         )
 
     def access_token_is_active(self, claims: AccessTokenClaims) -> bool:

@@ -1,0 +1,81 @@
+"""Every shell snippet of the README runs, in order, against a server started as the README says.
+
+The install step (`python3 -m venv .venv && .venv/bin/pip install .`) is what ``scripts/test`` has
+just done for this test run, so here `.venv` points at the environment running the tests; the test
+command itself is checked to be the one ``.ci/run`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from helpers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL = "python3 -m venv .venv && .venv/bin/pip install . && "
+
+
+def shell_snippets() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    snippets = shell_snippets()
+    assert snippets[-1].strip() == "./scripts/test"
+    assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_snippets_run_against_a_fresh_server(tmp_path: Path) -> None:
+    serve, *steps, _test_command = shell_snippets()
+    assert serve.startswith(INSTALL), serve
+    port = free_port()
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_")}
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        ["bash", "-c", f"{serve.removeprefix(INSTALL).strip()} --port {port}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # so that stopping the group stops chit, not just bash
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        outputs = []
+        for step in steps:
+            script = step.replace("127.0.0.1:8700", f"127.0.0.1:{port}")
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, (step, done.stdout, done.stderr)
+            outputs.append(done.stdout)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+        log.close()
+    first_token, service_token, inspect = outputs
+    assert '"access_token"' in first_token and '"scope":"chit:*:*"' in first_token
+    assert '"scope":"image-store:images:read"' in service_token
+    assert "signature: valid" in inspect and "Published key" in inspect
+    assert (tmp_path / "chit-data" / "chit.db").exists()
