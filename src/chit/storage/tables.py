@@ -57,6 +57,8 @@ roles = Table(
     Column("name", String(140), primary_key=True),
     Column("description", Text, nullable=False, default=""),
     Column("created_at", BigInteger, nullable=False),
+    # the service whose manifest defines the role; NULL for global roles made with `chit role create`
+    Column("service_id", String(48), ForeignKey("services.id", ondelete="CASCADE"), nullable=True),
 )
 
 role_permissions = Table(
@@ -115,4 +117,60 @@ login_throttle = Table(
     Column("window_started_at", BigInteger, nullable=False),
     Column("lock_level", Integer, nullable=False),
     Column("locked_until", BigInteger, nullable=False),
+)
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", String(48), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("manifest", Text, nullable=False),  # the normalised manifest as JSON: what registration compares
+    Column("on_behalf", Text, nullable=False),  # space-separated permissions it may exercise for a user
+    Column("deferred", Text, nullable=False),  # ... and may delegate for later, to an asynchronous job
+    Column("registered_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+permissions = Table(
+    "permissions",
+    metadata,
+    Column("name", String(200), primary_key=True),  # service:resource:action
+    Column("service_id", String(48), ForeignKey("services.id", ondelete="CASCADE"), nullable=False),
+    Column("description", Text, nullable=False),
+    Index("ix_permissions_service_id", "service_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner_id", String(40), nullable=False),  # a user id or a client's internal id
+    Column("secret_hash", String(64), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index("ix_api_keys_owner_id", "owner_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("time", BigInteger, nullable=False),  # UTC, microseconds since the epoch
+    Column("type", String(60), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("request_id", String(64), nullable=True),
+    Column("client_id", String(64), nullable=True),
+    Column("subject", String(64), nullable=True),
+    Column("actors", Text, nullable=False),  # JSON array, current actor first
+    Column("token_id", String(64), nullable=True),
+    Column("source", String(64), nullable=True),
+    Column("detail", Text, nullable=False),  # JSON object; never a secret
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_events_time", "time"),
+    Index("ix_audit_events_subject", "subject"),
 )
