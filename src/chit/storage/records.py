@@ -63,3 +63,63 @@ class ThrottleState:
     window_started_at: int
     lock_level: int
     locked_until: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    id: str
+    description: str
+    manifest: str
+    on_behalf: frozenset[str]
+    deferred: frozenset[str]
+    registered_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    created: bool  # the service is new
+    changed: bool  # anything was written
+    client_created: bool  # its client was created now (its secret is shown once)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    owner_id: str
+    secret_hash: str
+    scope: frozenset[str]
+    created_at: int
+    expires_at: int | None
+    last_used_at: int | None
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    id: str
+    time: int  # microseconds since the epoch, UTC
+    type: str
+    outcome: str
+    request_id: str | None
+    client_id: str | None
+    subject: str | None
+    actors: str  # JSON array
+    token_id: str | None
+    source: str | None
+    detail: str  # JSON object
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: str
+    client_id: str
+    user_id: str
+    scope: frozenset[str]
+    created_at: int
+    expires_at: int
+    revoked_at: int | None
+    revoked_reason: str | None
