@@ -26,9 +26,7 @@ def check_client_id(value: str) -> str:
 def check_grants(values: list[str] | None) -> list[str] | None:
     for value in values or ():
         if value not in KNOWN_GRANT_TYPES:
-            raise typer.BadParameter(
-                f"unknown grant {value!r}; choose from {', '.join(sorted(KNOWN_GRANT_TYPES))}"
-            )
+            raise typer.BadParameter(f"unknown grant {value!r}; choose from {', '.join(sorted(KNOWN_GRANT_TYPES))}")
     return values
 
 
@@ -41,9 +39,7 @@ def add(
     ] = None,
     scope: Annotated[
         list[str] | None,
-        typer.Option(
-            "--scope", help="Permission the client holds and caps its users' tokens to (repeatable)."
-        ),
+        typer.Option("--scope", help="Permission the client holds and caps its users' tokens to (repeatable)."),
     ] = None,
     public: Annotated[bool, typer.Option("--public", help="A public client: no secret.")] = False,
     as_json: JsonFlag = False,

@@ -22,15 +22,11 @@ from chit.server.config import Settings, build_settings
 
 DataDir = Annotated[
     Path | None,
-    typer.Option(
-        "--data-dir", help="Data directory (default: $CHIT_DATA_DIR or ./chit-data).", show_default=False
-    ),
+    typer.Option("--data-dir", help="Data directory (default: $CHIT_DATA_DIR or ./chit-data).", show_default=False),
 ]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option(
-        "--database-url", help="Database URL (default: SQLite in the data directory).", show_default=False
-    ),
+    typer.Option("--database-url", help="Database URL (default: SQLite in the data directory).", show_default=False),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

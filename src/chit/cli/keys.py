@@ -9,17 +9,27 @@ import typer
 
 from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, emit, open_server, refusals
 from chit.core.keys import check_algorithm
+from chit.errors import ConfigurationError
 
 app = typer.Typer(help="Manage signing keys.", no_args_is_help=True)
 
 
+def check_alg(value: str | None) -> str | None:
+    """An unknown algorithm is a usage error (exit 2), refused before the data directory is touched."""
+    if value is not None:
+        try:
+            check_algorithm(value)
+        except ConfigurationError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 @app.command("rotate")
 def rotate(
-    now: Annotated[
-        bool, typer.Option("--now", help="Sign with the new key at once (key compromise).")
-    ] = False,
+    now: Annotated[bool, typer.Option("--now", help="Sign with the new key at once (key compromise).")] = False,
     alg: Annotated[
-        str | None, typer.Option("--alg", help="RS256, ES256 or EdDSA (default: the current key's).")
+        str | None,
+        typer.Option("--alg", callback=check_alg, help="RS256, ES256 or EdDSA (default: the current key's)."),
     ] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,

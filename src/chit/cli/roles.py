@@ -15,9 +15,7 @@ app = typer.Typer(help="Manage roles.", no_args_is_help=True)
 @app.command("create")
 def create(
     name: str,
-    permission: Annotated[
-        list[str], typer.Option("--permission", help="A permission of the role (repeatable).")
-    ],
+    permission: Annotated[list[str], typer.Option("--permission", help="A permission of the role (repeatable).")],
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
@@ -41,9 +39,7 @@ def resolve_principal(server: AuthServer, principal: str) -> str:
         user = server.store.user_by_username(principal)
         client = server.store.client_by_client_id(principal)
         if user and client:
-            raise fail(
-                f"{principal!r} names both a user and a client: write user:{principal} or client:{principal}"
-            )
+            raise fail(f"{principal!r} names both a user and a client: write user:{principal} or client:{principal}")
     if user:
         return user.id
     if client:

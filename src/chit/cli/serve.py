@@ -10,6 +10,7 @@ import uvicorn
 
 from chit.cli.common import DatabaseUrl, DataDir, refusals, report_bootstrap
 from chit.server.config import DEFAULT_PORT, SETTINGS_ENV, build_settings
+from chit.server.limits import LimitedHttpToolsProtocol
 
 
 def serve(
@@ -45,7 +46,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        http="httptools",
+        http=LimitedHttpToolsProtocol,  # chit's head limits while parsing (chit.server.limits)
         loop="uvloop",
         access_log=False,
         server_header=False,

@@ -27,9 +27,7 @@ def check_username(value: str) -> str:
 @app.command("add")
 def add(
     username: Annotated[str, typer.Argument(callback=check_username)],
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
-    ] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
     role: Annotated[list[str] | None, typer.Option("--role", help="Grant this role (repeatable).")] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,

@@ -25,9 +25,7 @@ _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
 
 def encode_access_token(claims: AccessTokenClaims, key: SigningKey) -> str:
-    return jwt.encode(
-        claims.to_dict(), key.private_key, algorithm=key.alg, headers={"typ": TOKEN_TYPE, "kid": key.kid}
-    )
+    return jwt.encode(claims.to_dict(), key.private_key, algorithm=key.alg, headers={"typ": TOKEN_TYPE, "kid": key.kid})
 
 
 KeyLookup = Callable[[str], tuple[PublicKey, str] | None]

@@ -36,8 +36,7 @@ class Permission:
         parts = text.split(":")
         if len(parts) != 3:
             raise InvalidPermissionError(
-                f"{text!r} is not a permission: expected service:resource:action, "
-                f"e.g. image-store:images:read"
+                f"{text!r} is not a permission: expected service:resource:action, e.g. image-store:images:read"
             )
         for name, part in zip(("service", "resource", "action"), parts, strict=True):
             if part == WILDCARD and name != "service":

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
 from chit.errors import OAuth2Error
+from chit.server.audit import request_id_from
 from chit.server.authserver import AuthServer
 from chit.server.config import Settings
 from chit.server.endpoints.introspection import IntrospectionEndpoint
@@ -66,14 +67,16 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     @app.post(TOKEN_PATH, tags=["oauth2"], summary="Token endpoint (RFC 6749 §3.2)")
     async def token(request: Request) -> Response:
         body = await request.body()
+        request_id = request_id_from(request.headers.get("x-request-id"))
         answer = await run_in_threadpool(
             token_endpoint.handle,
             body,
             content_type=request.headers.get("content-type"),
             authorization=request.headers.get("authorization"),
             source=_source(request),
+            request_id=request_id,
         )
-        return _json(answer)
+        return _json(answer, headers={"X-Request-ID": request_id})
 
     @app.post(INTROSPECTION_PATH, tags=["oauth2"], summary="Token introspection (RFC 7662)")
     async def introspect(request: Request) -> Response:

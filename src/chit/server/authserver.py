@@ -18,11 +18,12 @@ from chit.core.jwt import decode_access_token, encode_access_token
 from chit.core.keys import PublicKey
 from chit.errors import InvalidTokenError
 from chit.policy.permissions import Permission, audience
+from chit.server.audit import AuditLog
 from chit.server.config import Settings
 from chit.storage.engine import create_database_engine
 from chit.storage.keyfiles import KeyStore, LoadedKeys
 from chit.storage.records import Client
-from chit.storage.repository import Store
+from chit.storage.registry import RegistryStore
 
 KEY_RELOAD_INTERVAL = 1.0  # seconds between checks of the key set file for a rotation
 
@@ -41,7 +42,8 @@ class AuthServer:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = Store(create_database_engine(settings.database_url))
+        self.store = RegistryStore(create_database_engine(settings.database_url))
+        self.audit = AuditLog(self.store, clock)
         self.keystore = KeyStore(settings.data_dir, timedelta(seconds=settings.key_retention))
         self._keys: LoadedKeys | None = None
         self._keys_stamp = -1

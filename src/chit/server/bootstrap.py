@@ -47,9 +47,7 @@ def _create_super_admin(server: AuthServer) -> str | None:
     now = server.now()
     if not store.role_exists(SUPER_ADMIN_ROLE):
         with contextlib.suppress(ConflictError):  # another process created it first
-            store.create_role(
-                SUPER_ADMIN_ROLE, [SUPER_ADMIN_PERMISSION], now, "Everything the auth server can do"
-            )
+            store.create_role(SUPER_ADMIN_ROLE, [SUPER_ADMIN_PERMISSION], now, "Everything the auth server can do")
     if store.client_by_client_id(FIRST_PARTY_CLIENT) is None:
         with contextlib.suppress(ConflictError):
             store.create_client(

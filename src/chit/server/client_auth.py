@@ -58,9 +58,7 @@ def authenticate_client(
     return _check(store, body_id, body_secret, {}, allow_public)
 
 
-def _check(
-    store: Store, client_id: str, secret: str | None, challenge: dict[str, str], allow_public: bool
-) -> Client:
+def _check(store: Store, client_id: str, secret: str | None, challenge: dict[str, str], allow_public: bool) -> Client:
     client = store.client_by_client_id(client_id)
     failure = InvalidClientError("client authentication failed", headers=challenge)
     if client is None or client.disabled:

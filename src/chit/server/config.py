@@ -94,9 +94,7 @@ def build_settings(
     display_host = f"[{host}]" if ":" in host else host
     issuer = check_issuer(issuer or os.environ.get("CHIT_ISSUER") or f"http://{display_host}:{port}")
     alg = check_algorithm(signing_alg or os.environ.get("CHIT_SIGNING_ALG") or "RS256")
-    return Settings(
-        data_dir=data_dir, database_url=database_url, issuer=issuer, signing_alg=alg, **_tuning_from_env()
-    )
+    return Settings(data_dir=data_dir, database_url=database_url, issuer=issuer, signing_alg=alg, **_tuning_from_env())
 
 
 # Lifetimes and limits a deployment may tune, as environment variables (whole seconds / counts).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADERS = 16 * 1024
@@ -104,3 +105,50 @@ class SizeLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with the head limits also checked while the head is parsed.
+
+    httptools hands on a request target of any length but cannot parse one over 64 KiB, and uvicorn
+    then answers a plain-text 400 of its own before the app runs. Here a target longer than the
+    request-line limit is refused with chit's 414 as soon as it is seen, headers over their limit with
+    431, and any request that HTTP parsing rejects answers a JSON 400 ``invalid_request``. The exact
+    boundaries stay with ``SizeLimitMiddleware``.
+    """
+
+    _refusal: tuple[int, str] | None = None
+    _header_bytes = 0
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._refusal = None
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > MAX_REQUEST_LINE:
+            self._refusal = (414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+            raise ValueError(self._refusal[1])  # httptools stops parsing; uvicorn calls send_400_response
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > MAX_HEADERS:
+            self._refusal = (431, f"request headers longer than {MAX_HEADERS} bytes")
+            raise ValueError(self._refusal[1])
+
+    def send_400_response(self, msg: str) -> None:
+        status, description = self._refusal or (400, "malformed HTTP request")
+        body = json.dumps({"error": "invalid_request", "error_description": description}).encode()
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+            b"cache-control: no-store\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()

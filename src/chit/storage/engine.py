@@ -45,9 +45,7 @@ def create_database_engine(url: str) -> Engine:
         try:
             return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
         except NoSuchModuleError as exc:
-            raise ConfigurationError(
-                f"unsupported PostgreSQL driver in {url!r}; use postgresql+psycopg"
-            ) from exc
+            raise ConfigurationError(f"unsupported PostgreSQL driver in {url!r}; use postgresql+psycopg") from exc
     raise ConfigurationError(f"unsupported database {backend!r}: use sqlite:///FILE or postgresql://...")
 
 
@@ -75,7 +73,9 @@ def _configure_sqlite(engine: Engine) -> None:
 def alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # ConfigParser interpolates '%': escape it, or URL-encoded passwords and options break migrate
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    config.set_main_option("sqlalchemy.url", url)
     return config
 
 

@@ -112,9 +112,7 @@ class Store:
     def set_user_password(self, username: str, password_hash: str) -> None:
         with self._write() as conn:
             result = conn.execute(
-                update(t.users)
-                .where(t.users.c.username_key == username.casefold())
-                .values(password_hash=password_hash)
+                update(t.users).where(t.users.c.username_key == username.casefold()).values(password_hash=password_hash)
             )
             if result.rowcount != 1:
                 raise NotFoundError(f"no user {username!r}")
@@ -205,9 +203,7 @@ class Store:
             if conn.scalar(select(t.roles.c.name).where(t.roles.c.name == role)) is None:
                 raise NotFoundError(f"no role {role!r}")
             exists = conn.scalar(
-                select(t.grants.c.role).where(
-                    t.grants.c.principal_id == principal_id, t.grants.c.role == role
-                )
+                select(t.grants.c.role).where(t.grants.c.principal_id == principal_id, t.grants.c.role == role)
             )
             if exists is None:
                 conn.execute(insert(t.grants).values(principal_id=principal_id, role=role, created_at=now))
@@ -333,9 +329,7 @@ class Store:
             return frozenset()
         fam = t.refresh_families
         with self._read() as conn:
-            return frozenset(
-                conn.scalars(select(fam.c.id).where(fam.c.id.in_(ids), fam.c.revoked_at.is_not(None)))
-            )
+            return frozenset(conn.scalars(select(fam.c.id).where(fam.c.id.in_(ids), fam.c.revoked_at.is_not(None))))
 
     # revoked access tokens (RFC 7009) ----------------------------------------------------------
 
@@ -347,9 +341,7 @@ class Store:
 
     def is_access_token_revoked(self, jti: str) -> bool:
         with self._read() as conn:
-            return (
-                conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is not None
-            )
+            return conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is not None
 
     # brute-force throttle ----------------------------------------------------------------------
 
@@ -358,8 +350,7 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(select(t.login_throttle).where(t.login_throttle.c.key.in_(keys)))
             return {
-                r.key: ThrottleState(r.key, r.failures, r.window_started_at, r.lock_level, r.locked_until)
-                for r in rows
+                r.key: ThrottleState(r.key, r.failures, r.window_started_at, r.lock_level, r.locked_until) for r in rows
             }
 
     def record_failure(self, keys: Iterable[str], step: Any) -> dict[str, ThrottleState]:
@@ -372,9 +363,7 @@ class Store:
                 before = (
                     None
                     if row is None
-                    else ThrottleState(
-                        row.key, row.failures, row.window_started_at, row.lock_level, row.locked_until
-                    )
+                    else ThrottleState(row.key, row.failures, row.window_started_at, row.lock_level, row.locked_until)
                 )
                 after: ThrottleState = step(before)
                 values = {

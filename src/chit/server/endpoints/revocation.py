@@ -9,6 +9,7 @@ expired or already revoked answers 200 (§2.2); one issued to another client is 
 from __future__ import annotations
 
 from chit.errors import InvalidRequestError, InvalidTokenError, UnauthorizedClientError
+from chit.server.audit import AuditEvent
 from chit.server.authserver import AuthServer
 from chit.server.client_auth import authenticate_client
 from chit.server.credentials import hash_secret
@@ -40,7 +41,16 @@ class RevocationEndpoint:
             return
         if record.client_pk != client.id:
             raise UnauthorizedClientError("the token was not issued to this client")
-        self.server.store.revoke_family(record.family_id, now=self.server.now(), reason=REVOKED)
+        if self.server.store.revoke_family(record.family_id, now=self.server.now(), reason=REVOKED):
+            self.server.audit.record(
+                AuditEvent(
+                    "session.revoked",
+                    client_id=client.client_id,
+                    subject=record.user_id,
+                    token_id=record.family_id,
+                    detail={"via": "revocation endpoint"},
+                )
+            )
 
     def _access_token(self, token: str, client: Client) -> None:
         try:
@@ -50,3 +60,12 @@ class RevocationEndpoint:
         if claims.client_id != client.client_id:
             raise UnauthorizedClientError("the token was not issued to this client")
         self.server.store.revoke_access_token(claims.jti, expires_at=claims.exp, now=self.server.now())
+        self.server.audit.record(
+            AuditEvent(
+                "token.revoked",
+                client_id=client.client_id,
+                subject=claims.sub,
+                token_id=claims.jti,
+                detail={"via": "revocation endpoint"},
+            )
+        )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from chit.errors import InvalidPermissionError, InvalidRequestError, InvalidScopeError
 from chit.policy.permissions import Permission, covers_all, format_scope, intersect
+from chit.server.audit import AuditEvent
 from chit.server.authserver import AuthServer, IssuedAccessToken
 from chit.server.forms import split_scope
 from chit.storage.records import Client
@@ -18,6 +19,16 @@ class TokenRequest:
     params: Mapping[str, str]
     client: Client
     source: str  # the caller's address, for brute-force limits
+    request_id: str = ""
+    # events a grant records besides the endpoint's own issued/refused event (e.g. a reuse detection)
+    events: list[AuditEvent] = field(default_factory=list)
+
+    def event(self, type: str, outcome: str, **values: Any) -> None:
+        self.events.append(
+            AuditEvent(
+                type, outcome, client_id=self.client.client_id, source=self.source, request_id=self.request_id, **values
+            )
+        )
 
     def require(self, name: str) -> str:
         value = self.params.get(name)
@@ -26,24 +37,30 @@ class TokenRequest:
         return value
 
 
+@dataclass(frozen=True)
+class IssuedTokens:
+    access: IssuedAccessToken
+    refresh_token: str | None = None
+
+    def response(self) -> dict[str, Any]:
+        """The token response (RFC 6749 §5.1, DESIGN §4)."""
+        body: dict[str, Any] = {
+            "access_token": self.access.token,
+            "token_type": "Bearer",
+            "expires_in": self.access.expires_in,
+            "scope": " ".join(self.access.claims.scope),
+        }
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return body
+
+
 class Grant(Protocol):
     grant_type: ClassVar[str]
 
     def __init__(self, server: AuthServer) -> None: ...
 
-    def issue(self, request: TokenRequest) -> dict[str, Any]: ...
-
-
-def token_response(issued: IssuedAccessToken, refresh_token: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "access_token": issued.token,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in,
-        "scope": " ".join(issued.claims.scope),
-    }
-    if refresh_token is not None:
-        body["refresh_token"] = refresh_token
-    return body
+    def issue(self, request: TokenRequest) -> IssuedTokens: ...
 
 
 def parse_permissions(texts: Iterable[str]) -> frozenset[Permission]:
@@ -67,9 +84,7 @@ def requested_scope(params: Mapping[str, str]) -> frozenset[Permission] | None:
         raise InvalidScopeError(str(exc)) from exc
 
 
-def select_scope(
-    available: frozenset[Permission], requested: frozenset[Permission] | None
-) -> frozenset[Permission]:
+def select_scope(available: frozenset[Permission], requested: frozenset[Permission] | None) -> frozenset[Permission]:
     """Everything available when nothing is requested; else exactly what was asked, if all is covered."""
     if requested is None:
         return intersect(available, None)

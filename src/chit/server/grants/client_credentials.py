@@ -6,16 +6,16 @@ narrowed to the requested ``scope``. No refresh token is issued (RFC 6749 §4.4.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from chit.errors import UnauthorizedClientError
 from chit.server.authserver import AuthServer
 from chit.server.grants.base import (
+    IssuedTokens,
     TokenRequest,
     parse_permissions,
     requested_scope,
     select_scope,
-    token_response,
 )
 
 
@@ -25,14 +25,12 @@ class ClientCredentialsGrant:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
 
-    def issue(self, request: TokenRequest) -> dict[str, Any]:
+    def issue(self, request: TokenRequest) -> IssuedTokens:
         client = request.client
         if client.public:
             raise UnauthorizedClientError("a public client cannot use client_credentials")
         wanted = requested_scope(request.params)
-        held = parse_permissions(client.scope or ()) | parse_permissions(
-            self.server.store.permissions_of(client.id)
-        )
+        held = parse_permissions(client.scope or ()) | parse_permissions(self.server.store.permissions_of(client.id))
         granted = select_scope(held, wanted)
         issued = self.server.issue_access_token(subject=client.id, client=client, permissions=granted)
-        return token_response(issued)
+        return IssuedTokens(issued)

@@ -6,19 +6,20 @@ Argon2 work. Brute force is limited per account and per source (``chit.server.th
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from chit.errors import InvalidGrantError
 from chit.policy.permissions import intersect
+from chit.server.audit import FAILURE
 from chit.server.authserver import AuthServer
 from chit.server.credentials import hash_secret, new_secret, verify_password
 from chit.server.grants.base import (
+    IssuedTokens,
     TokenRequest,
     client_cap,
     parse_permissions,
     requested_scope,
     select_scope,
-    token_response,
 )
 from chit.server.throttle import LoginThrottle, ThrottlePolicy
 
@@ -42,7 +43,7 @@ class PasswordGrant:
             ),
         )
 
-    def issue(self, request: TokenRequest) -> dict[str, Any]:
+    def issue(self, request: TokenRequest) -> IssuedTokens:
         username = request.require("username")
         password = request.require("password")
         wanted = requested_scope(request.params)  # a malformed scope costs no login attempt
@@ -52,6 +53,9 @@ class PasswordGrant:
         verified = verify_password(user.password_hash if user else None, password)
         if user is None or not verified or user.disabled:
             self.throttle.failed(username, request.source, server.now())
+            request.event(
+                "login.failed", FAILURE, subject=user.id if user else None, detail={"username": username[:64]}
+            )
             raise InvalidGrantError(LOGIN_FAILED)
         self.throttle.succeeded(username)
 
@@ -74,4 +78,4 @@ class PasswordGrant:
         issued = server.issue_access_token(
             subject=user.id, client=request.client, permissions=granted, family_id=family_id
         )
-        return token_response(issued, refresh_token)
+        return IssuedTokens(issued, refresh_token)

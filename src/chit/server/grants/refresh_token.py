@@ -8,19 +8,20 @@ narrowed by ``scope``. A refused refresh consumes nothing.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from chit.errors import InvalidGrantError, InvalidScopeError
 from chit.policy.permissions import covers_all, format_scope, intersect
+from chit.server.audit import FAILURE
 from chit.server.authserver import AuthServer
 from chit.server.credentials import hash_secret, new_secret
 from chit.server.grants.base import (
+    IssuedTokens,
     TokenRequest,
     client_cap,
     parse_permissions,
     requested_scope,
     select_scope,
-    token_response,
 )
 
 REUSE = "reuse"
@@ -32,7 +33,11 @@ class RefreshTokenGrant:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
 
-    def issue(self, request: TokenRequest) -> dict[str, Any]:
+    def _reuse(self, request: TokenRequest, family_id: str, user_id: str, now: int) -> None:
+        self.server.store.revoke_family(family_id, now=now, reason=REUSE)
+        request.event("refresh.reuse_detected", FAILURE, subject=user_id, token_id=family_id)
+
+    def issue(self, request: TokenRequest) -> IssuedTokens:
         presented = request.require("refresh_token")
         wanted = requested_scope(request.params)
         server, store = self.server, self.server.store
@@ -44,7 +49,7 @@ class RefreshTokenGrant:
         if record.family_revoked_at is not None:
             raise InvalidGrantError("refresh token was revoked")
         if record.used_at is not None:
-            store.revoke_family(record.family_id, now=now, reason=REUSE)
+            self._reuse(request, record.family_id, record.user_id, now)
             raise InvalidGrantError("refresh token was already used; its session is revoked")
         if record.expires_at <= now or record.family_expires_at <= now:
             raise InvalidGrantError("refresh token has expired")
@@ -68,9 +73,9 @@ class RefreshTokenGrant:
             idle_expires_at=now + server.settings.refresh_idle_ttl,
         ):
             # another request rotated it between our read and our write: that is a reuse
-            store.revoke_family(record.family_id, now=now, reason=REUSE)
+            self._reuse(request, record.family_id, record.user_id, now)
             raise InvalidGrantError("refresh token was already used; its session is revoked")
         issued = server.issue_access_token(
             subject=user.id, client=request.client, permissions=granted, family_id=record.family_id
         )
-        return token_response(issued, new_token)
+        return IssuedTokens(issued, new_token)

@@ -66,9 +66,7 @@ def upgrade() -> None:
         sa.Column("principal_id", sa.String(length=40), nullable=False),
         sa.Column("role", sa.String(length=140), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["role"], ["roles.name"], name=op.f("fk_grants_role_roles"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["role"], ["roles.name"], name=op.f("fk_grants_role_roles"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("principal_id", "role", name=op.f("pk_grants")),
     )
     op.create_table(
@@ -121,7 +119,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
         batch_op.create_index("ix_refresh_tokens_family_id", ["family_id"], unique=False)
-
 
 
 def downgrade() -> None:

@@ -31,9 +31,7 @@ def upgrade() -> None:
 
     op.create_table(
         "audit_events",
-        sa.Column(
-            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("time", sa.BigInteger(), nullable=False),
         sa.Column("type", sa.String(length=60), nullable=False),
