@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, emit, fail, open_server, permission_option
-from chit.server.credentials import hash_secret, new_secret
+from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, permission_option
 from chit.server.endpoints.token import KNOWN_GRANT_TYPES
 
 app = typer.Typer(help="Manage OAuth2 clients.", no_args_is_help=True)
@@ -49,17 +48,8 @@ def add(
     """Register a client and print its secret once (default grant: client_credentials)."""
     grants = sorted(set(grant or ["client_credentials"]))
     permissions = permission_option(scope)
-    if public and "client_credentials" in grants:
-        raise fail("a public client cannot use client_credentials: it has no secret to authenticate with")
-    secret = None if public else new_secret()
-    with open_server(data_dir, database_url) as server:
-        server.store.create_client(
-            client_id,
-            secret_hash=None if secret is None else hash_secret(secret),
-            grant_types=grants,
-            scope=permissions,
-            now=server.now(),
-        )
+    with administration(data_dir, database_url) as admin:
+        _client, secret = admin.create_client(client_id, grant_types=grants, scope=permissions, public=public)
     data = {
         "client_id": client_id,
         "client_secret": secret,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 import typer
 
-from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, emit, open_server, refusals
+from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit
 from chit.core.keys import check_algorithm
 from chit.errors import ConfigurationError
 
@@ -37,16 +36,6 @@ def rotate(
 ) -> None:
     """Publish a new signing key now; it signs once caches of the JWKS hold it (max-age), or at once
     with --now. The old key stays published until every token it signed has expired."""
-    with open_server(data_dir, database_url) as server:
-        with refusals():
-            current = server.keys().ring.signing_key(server.now_datetime())
-            algorithm = check_algorithm(alg) if alg else current.alg
-        delay = timedelta(0) if now else timedelta(seconds=server.settings.jwks_max_age)
-        key = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
-    data = {
-        "kid": key.kid,
-        "alg": key.alg,
-        "signs_from": key.signs_from.isoformat(),
-        "previous_kid": current.kid,
-    }
+    with administration(data_dir, database_url) as admin:
+        data = admin.rotate_keys(alg, now)
     emit(data, as_json, lambda d: f"Published key {d['kid']} ({d['alg']}); it signs from {d['signs_from']}")

@@ -1,4 +1,4 @@
-"""``chit role create`` and ``chit grant``."""
+"""``chit role create``, ``chit grant`` and ``chit revoke-grant``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, emit, fail, open_server, permission_option
-from chit.server.authserver import AuthServer
+from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, permission_option
 
 app = typer.Typer(help="Manage roles.", no_args_is_help=True)
 
@@ -16,44 +15,39 @@ app = typer.Typer(help="Manage roles.", no_args_is_help=True)
 def create(
     name: str,
     permission: Annotated[list[str], typer.Option("--permission", help="A permission of the role (repeatable).")],
+    description: Annotated[str, typer.Option("--description", help="What the role is for.")] = "",
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Create a role: a named bundle of permissions."""
+    """Create a global role: a named bundle of permissions that registered services define."""
     permissions = permission_option(permission) or []
-    with open_server(data_dir, database_url) as server:
-        server.store.create_role(name, permissions, server.now())
+    with administration(data_dir, database_url) as admin:
+        admin.create_role(name, permissions, description)
     emit({"name": name, "permissions": permissions}, as_json, lambda d: f"Created role {d['name']}")
 
 
-def resolve_principal(server: AuthServer, principal: str) -> str:
-    """``user:NAME``, ``client:ID``, or a bare name that names exactly one of them."""
-    kind, sep, name = principal.partition(":")
-    user = client = None
-    if sep and kind == "user":
-        user = server.store.user_by_username(name)
-    elif sep and kind == "client":
-        client = server.store.client_by_client_id(name)
-    else:
-        user = server.store.user_by_username(principal)
-        client = server.store.client_by_client_id(principal)
-        if user and client:
-            raise fail(f"{principal!r} names both a user and a client: write user:{principal} or client:{principal}")
-    if user:
-        return user.id
-    if client:
-        return client.id
-    raise fail(f"no user or client {principal!r}")
+@app.command("list")
+def list_roles(as_json: JsonFlag = False, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List roles and their permissions."""
+    with administration(data_dir, database_url) as admin:
+        roles = admin.server.store.roles()
+    emit(
+        {"roles": roles},
+        as_json,
+        lambda d: "\n".join(f"{r['name']}: {' '.join(r['permissions'])}" for r in d["roles"]),
+    )
 
 
-def grant(
-    principal: str,
-    role: str,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Grant a role to a user or client."""
-    with open_server(data_dir, database_url) as server:
-        added = server.store.grant(resolve_principal(server, principal), role, server.now())
+def grant(principal: str, role: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Grant a role to a user or client (PRINCIPAL: user:NAME, client:ID, or a bare name naming one)."""
+    with administration(data_dir, database_url) as admin:
+        added = admin.grant(principal, role)
     typer.echo(f"Granted {role} to {principal}" if added else f"{principal} already holds {role}")
+
+
+def revoke_grant(principal: str, role: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Revoke a role from a user or client; their next token (or refresh) no longer carries it."""
+    with administration(data_dir, database_url) as admin:
+        removed = admin.revoke_grant(principal, role)
+    typer.echo(f"Revoked {role} from {principal}" if removed else f"{principal} did not hold {role}")

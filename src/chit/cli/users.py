@@ -1,4 +1,4 @@
-"""``chit user add`` / ``chit user disable``."""
+"""``chit user add`` / ``chit user disable`` / ``chit user enable``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, emit, fail, open_server
-from chit.server.credentials import check_new_password, hash_password
+from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, fail
+from chit.server.credentials import check_new_password
 
 app = typer.Typer(help="Manage users.", no_args_is_help=True)
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
@@ -39,8 +39,8 @@ def add(
     problem = check_new_password(password)
     if problem:
         raise fail(problem)
-    with open_server(data_dir, database_url) as server:
-        user = server.store.create_user(username, hash_password(password), server.now(), roles=role or ())
+    with administration(data_dir, database_url) as admin:
+        user = admin.create_user(username, password, roles=sorted(set(role or ())))
     data = {"id": user.id, "username": user.username, "roles": sorted(set(role or ()))}
     if generated:
         data["password"] = password
@@ -57,14 +57,14 @@ def add(
 @app.command("disable")
 def disable(username: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Disable a user: logins, refreshes and introspection of their tokens fail from now on."""
-    with open_server(data_dir, database_url) as server:
-        server.store.set_user_disabled(username, True)
+    with administration(data_dir, database_url) as admin:
+        admin.set_user_disabled(username, True)
     typer.echo(f"Disabled user {username}")
 
 
 @app.command("enable")
 def enable(username: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Enable a disabled user again."""
-    with open_server(data_dir, database_url) as server:
-        server.store.set_user_disabled(username, False)
+    with administration(data_dir, database_url) as admin:
+        admin.set_user_disabled(username, False)
     typer.echo(f"Enabled user {username}")

@@ -18,6 +18,7 @@ from chit.errors import OAuth2Error
 from chit.server.audit import request_id_from
 from chit.server.authserver import AuthServer
 from chit.server.config import Settings
+from chit.server.credentials import warm_up
 from chit.server.endpoints.introspection import IntrospectionEndpoint
 from chit.server.endpoints.metadata import (
     INTROSPECTION_PATH,
@@ -54,6 +55,7 @@ def _source(request: Request) -> str:
 
 def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     server = server or AuthServer(settings)
+    warm_up()
     token_endpoint = TokenEndpoint(server)
     introspection = IntrospectionEndpoint(server)
     revocation = RevocationEndpoint(server)

@@ -6,6 +6,7 @@ safely and keeps the check at well under a microsecond; passwords are human-chos
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -14,11 +15,21 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 _hasher = PasswordHasher()  # argon2-cffi's defaults: Argon2id, t=3, m=64 MiB, p=4
-# Verified against when the user is unknown, so that the answer takes as long as for a real one.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user is unknown, so that the answer takes as long as for a real one."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
+
+
+def warm_up() -> None:
+    """Compute the stand-in hash now, so the first login of an unknown user takes no longer than others."""
+    _dummy_hash()
 
 
 def hash_password(password: str) -> str:
@@ -28,7 +39,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when ``password`` matches; always does the full Argon2 work, even without a hash."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -118,7 +118,7 @@ class RegistryStore(Store):
         )
         old_roles = set(conn.scalars(select(t.roles.c.name).where(t.roles.c.service_id == service_id)))
         dropped_permissions = old_permissions - set(permissions)
-        dropped_roles = old_roles - set(roles)
+        dropped_roles = old_roles - set(roles) - {admin_role[0]}
         holders = self._holders(conn, dropped_permissions, dropped_roles)
         if holders:
             raise RefusedError("still granted, revoke first: " + "; ".join(holders))

@@ -1,0 +1,177 @@
+"""Who is calling and what they may do: the ``Principal`` a service decides on, whatever the token kind.
+
+A ``Principal`` is built from verified claims (``principal_from_claims`` for JWT access tokens; a
+chit's authority block will build one the same way) and answers decisions locally: ``can`` and
+``require`` for a permission, ``owns`` and ``require_owner`` for ownership. Every denial carries a
+reason that a log line or a test can read, and every ``require*`` decision is handed to the
+principal's ``on_decision`` sink when it has one (decision logging lives in the SDK, not here).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from chit.core.claims import AccessTokenClaims
+from chit.errors import InsufficientScopeError, InvalidPermissionError, InvalidTokenError
+from chit.policy.permissions import WILDCARD, Permission
+
+TokenKind = Literal["jwt", "chit"]
+MAX_DELEGATION_DEPTH = 8
+
+# Route code asks for the same few permissions on every request: parse each name once.
+_parse = functools.lru_cache(maxsize=4096)(Permission.parse)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """One party acting for the subject (RFC 8693 §4.1 ``act``)."""
+
+    subject: str
+    client_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.client_id or self.subject
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one authorization question, with the reason it can be logged and tested by."""
+
+    allowed: bool
+    permission: str | None
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+class DecisionSink(Protocol):
+    """Receives every ``require``/``require_owner`` decision (e.g. to log it)."""
+
+    def __call__(self, principal: Principal, decision: Decision) -> None: ...
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    client_id: str
+    permissions: frozenset[str]
+    expires_at: datetime
+    actors: tuple[Actor, ...] = ()
+    token_id: str = ""
+    kind: TokenKind = "jwt"
+    session_id: str | None = None
+    on_decision: DecisionSink | None = field(default=None, repr=False, compare=False)
+    _exact: frozenset[str] = field(init=False, repr=False, compare=False)
+    _wildcards: tuple[Permission, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.expires_at.tzinfo is None:
+            raise ValueError("expires_at must be an aware datetime")
+        exact: set[str] = set()
+        wildcards: list[Permission] = []
+        for text in self.permissions:
+            try:
+                permission = _parse(text)
+            except InvalidPermissionError:
+                continue  # a malformed grant is never honoured
+            if permission.resource == WILDCARD or permission.action == WILDCARD:
+                wildcards.append(permission)
+            else:
+                exact.add(text)
+        object.__setattr__(self, "_exact", frozenset(exact))
+        object.__setattr__(self, "_wildcards", tuple(wildcards))
+
+    @property
+    def actor(self) -> Actor | None:
+        """The current actor (the outermost ``act``), or None when the subject acts itself."""
+        return self.actors[0] if self.actors else None
+
+    def can(self, permission: str) -> bool:
+        """Whether the granted permissions cover ``permission`` (a granted ``*`` segment matches any)."""
+        wanted = _parse(permission)
+        if permission in self._exact:
+            return True
+        return any(granted.covers(wanted) for granted in self._wildcards)
+
+    def owns(self, owner_id: str) -> bool:
+        return owner_id == self.subject
+
+    def owns_or_can(self, owner_id: str, permission: str) -> bool:
+        """The usual ownership rule: the owner, or whoever holds ``permission`` (e.g. ``...:read-any``)."""
+        return self.owns(owner_id) or self.can(permission)
+
+    def check(self, permission: str) -> Decision:
+        if self.can(permission):
+            return Decision(True, permission, f"holds {permission}")
+        return Decision(False, permission, self._missing(permission))
+
+    def check_owner(self, owner_id: str, unless: str | None = None) -> Decision:
+        if self.owns(owner_id):
+            return Decision(True, unless, "owner")
+        if unless is None:
+            return Decision(False, None, "not the owner of the resource")
+        if self.can(unless):
+            return Decision(True, unless, f"holds {unless}")
+        return Decision(False, unless, "not the owner of the resource and " + self._missing(unless))
+
+    def require(self, permission: str) -> None:
+        """Raise ``InsufficientScopeError`` (with its reason) unless ``can(permission)``."""
+        self._enforce(self.check(permission))
+
+    def require_all(self, permissions: Iterable[str]) -> None:
+        for permission in permissions:
+            self.require(permission)
+
+    def require_owner(self, owner_id: str, unless: str | None = None) -> None:
+        """Raise ``InsufficientScopeError`` unless the principal owns the resource or holds ``unless``."""
+        self._enforce(self.check_owner(owner_id, unless))
+
+    def _enforce(self, decision: Decision) -> None:
+        if self.on_decision is not None:
+            self.on_decision(self, decision)
+        if not decision.allowed:
+            raise InsufficientScopeError(decision.reason)
+
+    def _missing(self, permission: str) -> str:
+        action = permission.rsplit(":", 1)[-1]
+        actor = self.actor
+        who = f"acting service {actor.name}" if actor else f"{self.subject} (client {self.client_id})"
+        return f"missing {permission}; {who} may not {action}"
+
+
+def actors_from_claim(act: Mapping[str, Any] | None) -> tuple[Actor, ...]:
+    """The delegation chain of nested ``act`` claims, current actor (outermost) first."""
+    chain: list[Actor] = []
+    while act is not None:
+        if len(chain) >= MAX_DELEGATION_DEPTH:
+            raise InvalidTokenError(f"token delegation chain is longer than {MAX_DELEGATION_DEPTH}")
+        if not isinstance(act, Mapping):
+            raise InvalidTokenError("token act claim is malformed")
+        subject = act.get("sub")
+        client_id = act.get("client_id")
+        if not isinstance(subject, str) or not subject or not (client_id is None or isinstance(client_id, str)):
+            raise InvalidTokenError("token act claim is malformed")
+        chain.append(Actor(subject, client_id))
+        act = act.get("act")
+    return tuple(chain)
+
+
+def principal_from_claims(claims: AccessTokenClaims, *, on_decision: DecisionSink | None = None) -> Principal:
+    """The principal a verified JWT access token describes."""
+    return Principal(
+        subject=claims.sub,
+        client_id=claims.client_id,
+        permissions=frozenset(claims.scope),
+        expires_at=datetime.fromtimestamp(claims.exp, UTC),
+        actors=actors_from_claim(claims.act) if claims.act is not None else (),
+        token_id=claims.jti,
+        kind="jwt",
+        session_id=claims.sid,
+        on_decision=on_decision,
+    )

@@ -1,0 +1,98 @@
+"""Who may change who may do what: the rules of delegated administration, without I/O.
+
+* The auth server's own permissions are ``chit:<resource>:<action>`` (listed in ``CHIT_PERMISSIONS``);
+  the super admin holds ``chit:*:*``.
+* A *service admin* of ``S`` holds ``chit:service.S:admin`` (through the role
+  ``chit:service-admin.S``, created when ``S`` registers) and may grant and revoke ``S``'s
+  permissions and nothing else.
+* Nobody grants a permission they do not hold or administer, except holders of ``chit:grants:write``
+  (the super admin), who may grant any role: there is no other way up.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+
+from chit.policy.permissions import CHIT_SERVICE, Permission, is_covered
+
+CHIT_PERMISSIONS: Mapping[str, str] = {
+    "chit:users:read": "List users",
+    "chit:users:write": "Create, disable and enable users",
+    "chit:clients:read": "List clients",
+    "chit:clients:write": "Create clients",
+    "chit:services:read": "List registered services",
+    "chit:services:admin": "Register and update services",
+    "chit:roles:read": "List roles",
+    "chit:roles:write": "Create global roles",
+    "chit:grants:read": "List grants",
+    "chit:grants:write": "Grant and revoke any role",
+    "chit:admins:write": "Appoint service admins",
+    "chit:api-keys:read": "List every API key",
+    "chit:api-keys:write": "Create, rotate and revoke API keys for anyone",
+    "chit:sessions:read": "List sessions (refresh-token families)",
+    "chit:sessions:write": "Revoke sessions",
+    "chit:keys:read": "List signing keys",
+    "chit:keys:rotate": "Rotate signing keys",
+    "chit:audit:read": "Read the audit log",
+}
+
+
+def perm(text: str) -> Permission:
+    return Permission.parse(text)
+
+
+GRANT_ANY = perm("chit:grants:write")
+
+
+def service_admin_permission(service_id: str) -> Permission:
+    return Permission(CHIT_SERVICE, f"service.{service_id}", "admin")
+
+
+def service_admin_role(service_id: str) -> str:
+    return f"{CHIT_SERVICE}:service-admin.{service_id}"
+
+
+def holds(actor: Iterable[Permission], needed: str | Permission) -> bool:
+    return is_covered(needed if isinstance(needed, Permission) else perm(needed), frozenset(actor))
+
+
+def ungrantable(actor: Iterable[Permission], permissions: Iterable[Permission]) -> list[str]:
+    """The permissions ``actor`` may not hand to anyone (empty: it may grant them all)."""
+    actor = frozenset(actor)
+    if is_covered(GRANT_ANY, actor):
+        return []
+    refused = []
+    for p in sorted(set(permissions)):
+        if is_covered(p, actor):
+            continue
+        if p.service != CHIT_SERVICE and is_covered(service_admin_permission(p.service), actor):
+            continue
+        refused.append(str(p))
+    return refused
+
+
+def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(name, list(known), n=n, cutoff=0.5)
+
+
+def undefined(
+    permissions: Iterable[Permission], defined: Iterable[str], registered_services: Iterable[str]
+) -> list[str]:
+    """Why each permission that no registered service defines cannot be granted (``chit:*`` always is)."""
+    defined_set = frozenset(defined)
+    defined_perms = [perm(d) for d in defined_set]
+    services = frozenset(registered_services)
+    problems = []
+    for p in sorted(set(permissions)):
+        if p.service == CHIT_SERVICE:
+            continue
+        if p.service not in services:
+            near = closest(p.service, services)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            problems.append(f"{p}: no registered service {p.service!r}{hint}")
+        elif not any(p.covers(d) or d.covers(p) for d in defined_perms if d.service == p.service):
+            near = closest(str(p), defined_set)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            problems.append(f"{p}: service {p.service!r} defines no such permission{hint}")
+    return problems
