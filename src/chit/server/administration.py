@@ -57,7 +57,7 @@ class Administration:
 
     # helpers -----------------------------------------------------------------------------------
 
-    def _require(self, permission: str) -> None:
+    def require(self, permission: str) -> None:
         if not rules.holds(self.actor.permissions, permission):
             raise ForbiddenError(f"missing {permission}")
 
@@ -110,7 +110,7 @@ class Administration:
     # services ----------------------------------------------------------------------------------
 
     def register_service(self, manifest: Manifest) -> tuple[Registration, str | None]:
-        self._require("chit:services:admin")
+        self.require("chit:services:admin")
         secret = new_secret()
         admin_role = (rules.service_admin_role(manifest.id), str(rules.service_admin_permission(manifest.id)))
         outcome = self.server.store.register_service(
@@ -133,7 +133,7 @@ class Administration:
     # roles and grants --------------------------------------------------------------------------
 
     def create_role(self, name: str, permissions: Sequence[str], description: str = "") -> None:
-        self._require("chit:roles:write")
+        self.require("chit:roles:write")
         perms = parse_all(permissions)
         if not perms:
             raise RefusedError("a role needs at least one permission")
@@ -161,7 +161,7 @@ class Administration:
         return removed
 
     def appoint(self, username: str, service_id: str) -> bool:
-        self._require("chit:admins:write")
+        self.require("chit:admins:write")
         if self.server.store.service(service_id) is None:
             raise NotFoundError(f"no registered service {service_id!r}")
         user = self.server.store.user_by_username(username)
@@ -175,7 +175,7 @@ class Administration:
     # users and clients -------------------------------------------------------------------------
 
     def create_user(self, username: str, password: str, roles: Sequence[str] = ()) -> User:
-        self._require("chit:users:write")
+        self.require("chit:users:write")
         problem = check_new_password(password)
         if problem:
             raise RefusedError(problem)
@@ -187,7 +187,7 @@ class Administration:
         return user
 
     def set_user_disabled(self, username: str, disabled: bool) -> User:
-        self._require("chit:users:write")
+        self.require("chit:users:write")
         user = self.server.store.set_user_disabled(username, disabled)
         self._audit("user.disabled" if disabled else "user.enabled", subject=user.id, username=user.username)
         return user
@@ -195,7 +195,7 @@ class Administration:
     def create_client(
         self, client_id: str, *, grant_types: Sequence[str], scope: Sequence[str] | None, public: bool
     ) -> tuple[Client, str | None]:
-        self._require("chit:clients:write")
+        self.require("chit:clients:write")
         if public and "client_credentials" in grant_types:
             raise RefusedError("a public client cannot use client_credentials: it has no secret to authenticate with")
         if not grant_types:
@@ -220,7 +220,7 @@ class Administration:
     def create_api_key(self, owner: str, scope: Sequence[str], expires_in: int | None) -> CreatedApiKey:
         owner_id, described = self.principal_id(owner)
         if owner_id != self.actor.subject:
-            self._require("chit:api-keys:write")
+            self.require("chit:api-keys:write")
         if expires_in is not None and expires_in < 60:
             raise RefusedError("an API key lives at least 60 seconds")
         wanted = parse_all(scope)
@@ -257,7 +257,7 @@ class Administration:
         if record is None:
             raise NotFoundError(f"no API key {key_id!r}")
         if record.owner_id != self.actor.subject:
-            self._require("chit:api-keys:write")
+            self.require("chit:api-keys:write")
         return record
 
     def revoke_api_key(self, key_id: str) -> bool:
@@ -276,11 +276,11 @@ class Administration:
 
     def list_api_keys(self, owner: str | None = None) -> list[ApiKeyRecord]:
         if owner is None:
-            self._require("chit:api-keys:read")
+            self.require("chit:api-keys:read")
             return self.server.store.api_keys()
         owner_id, _ = self.principal_id(owner)
         if owner_id != self.actor.subject:
-            self._require("chit:api-keys:read")
+            self.require("chit:api-keys:read")
         return self.server.store.api_keys(owner_id)
 
     # sessions and keys -------------------------------------------------------------------------
@@ -291,14 +291,14 @@ class Administration:
         if session is None:
             raise NotFoundError(f"no session {session_id!r}")
         if session.user_id != self.actor.subject:
-            self._require("chit:sessions:write")
+            self.require("chit:sessions:write")
         revoked = self.server.store.revoke_family(session_id, now=self.server.now(), reason="revoked")
         if revoked:
             self._audit("session.revoked", subject=session.user_id, session=session_id)
         return revoked
 
     def rotate_keys(self, alg: str | None, now: bool) -> dict[str, Any]:
-        self._require("chit:keys:rotate")
+        self.require("chit:keys:rotate")
         server = self.server
         current = server.keys().ring.signing_key(server.now_datetime())
         algorithm = check_algorithm(alg) if alg else current.alg

@@ -10,12 +10,16 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from chit.errors import OAuth2Error
-from chit.server.audit import request_id_from
+from chit.errors import ChitError, ConflictError, InvalidTokenError, NotFoundError, OAuth2Error
+from chit.server.admin.api import admin_router
+from chit.server.admin.auth import MissingTokenError
+from chit.server.administration import ForbiddenError
+from chit.server.audit import AuditWriteError, request_id_from
 from chit.server.authserver import AuthServer
 from chit.server.config import Settings
 from chit.server.credentials import warm_up
@@ -44,6 +48,34 @@ async def _oauth2_error(_request: Request, exc: Exception) -> Response:
     return _json(exc.body(), exc.status_code, exc.headers)
 
 
+def _admin_error(exc: ChitError) -> tuple[int, str, dict[str, str]]:
+    if isinstance(exc, MissingTokenError):
+        return 401, "invalid_token", {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, InvalidTokenError):
+        return 401, "invalid_token", {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc}"'}
+    if isinstance(exc, ForbiddenError):
+        return 403, "insufficient_scope", {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
+    if isinstance(exc, NotFoundError):
+        return 404, "not_found", {}
+    if isinstance(exc, ConflictError):
+        return 409, "conflict", {}
+    if isinstance(exc, AuditWriteError):
+        return 503, "temporarily_unavailable", {}
+    return 400, "invalid_request", {}
+
+
+async def _chit_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChitError)
+    status, error, headers = _admin_error(exc)
+    return _json({"error": error, "error_description": str(exc)}, status, headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()[:10]]
+    return _json({"error": "invalid_request", "error_description": "; ".join(problems)}, 400)
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json({"error": "server_error"}, 500)
@@ -62,7 +94,12 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     app = FastAPI(
         title="chit auth server",
         version="0.1.0",
-        exception_handlers={OAuth2Error: _oauth2_error, Exception: _server_error},
+        exception_handlers={
+            OAuth2Error: _oauth2_error,
+            ChitError: _chit_error,
+            RequestValidationError: _validation_error,
+            Exception: _server_error,
+        },
     )
     app.state.auth_server = server
 
@@ -112,6 +149,8 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     async def jwks() -> Response:
         body = server.keys().ring.jwks(server.now_datetime())
         return JSONResponse(body, headers={"Cache-Control": f"public, max-age={settings.jwks_max_age}"})
+
+    app.include_router(admin_router(server))
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -16,12 +16,14 @@ from chit.storage import tables as t
 from chit.storage.records import (
     ApiKeyRecord,
     AuditRecord,
+    Client,
     Registration,
     ServiceRecord,
     SessionRecord,
+    User,
     new_id,
 )
-from chit.storage.repository import Store, _join
+from chit.storage.repository import Store, _client, _join, _user
 
 GENESIS_HASH = "0" * 64
 # Serialises appends to the audit hash chain across processes on PostgreSQL (SQLite's writer lock does it there).
@@ -207,6 +209,14 @@ class RegistryStore(Store):
             return f"user {name}"
         client_id = conn.scalar(select(t.clients.c.client_id).where(t.clients.c.id == principal_id))
         return f"client {client_id}" if client_id is not None else principal_id
+
+    def users(self) -> list[User]:
+        with self._read() as conn:
+            return [_user(r) for r in conn.execute(select(t.users).order_by(t.users.c.username_key))]
+
+    def clients(self) -> list[Client]:
+        with self._read() as conn:
+            return [_client(r) for r in conn.execute(select(t.clients).order_by(t.clients.c.client_id))]
 
     # roles and grants --------------------------------------------------------------------------
 

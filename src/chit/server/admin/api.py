@@ -1,0 +1,213 @@
+"""The admin REST API under ``/admin/``, authorized by chit's own tokens and ``chit:*`` permissions.
+
+A thin adapter: each route authenticates the caller, then calls ``Administration``, which checks the
+caller's permissions, validates, writes and audits. Errors answer JSON ``{"error", "error_description"}``:
+400 bad input, 401/403 per RFC 6750, 404 unknown, 409 already exists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.security import HTTPBearer
+
+from chit.errors import RefusedError
+from chit.policy.manifest import parse_manifest
+from chit.server.admin import models
+from chit.server.admin.auth import actor_from
+from chit.server.administration import Administration
+from chit.server.authserver import AuthServer
+from chit.storage.records import ApiKeyRecord, AuditRecord, Client, User
+
+T = TypeVar("T")
+_bearer = HTTPBearer(auto_error=False, description="An access token of this server with chit:* permissions")
+
+
+def _user(u: User) -> dict[str, Any]:
+    return {"id": u.id, "username": u.username, "disabled": u.disabled, "created_at": u.created_at}
+
+
+def _client(c: Client) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "client_id": c.client_id,
+        "public": c.public,
+        "grant_types": sorted(c.grant_types),
+        "scope": None if c.scope is None else sorted(c.scope),
+        "disabled": c.disabled,
+        "created_at": c.created_at,
+    }
+
+
+def _api_key(k: ApiKeyRecord) -> dict[str, Any]:
+    data = asdict(k)
+    data.pop("secret_hash")
+    data["scope"] = sorted(k.scope)
+    return data
+
+
+def _event(r: AuditRecord) -> dict[str, Any]:
+    data = asdict(r)
+    data["actors"] = json.loads(r.actors)
+    data["detail"] = json.loads(r.detail)
+    return data
+
+
+def _administration(request: Request) -> Administration:
+    server: AuthServer = request.app.state.auth_server
+    return Administration(server, actor_from(server, request))
+
+
+Admin = Annotated[Administration, Depends(_administration)]
+
+
+def admin_router(server: AuthServer) -> APIRouter:
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(_bearer)])
+
+    def read(permission: str, admin: Administration, produce: Callable[[], T]) -> T:
+        admin.require(permission)
+        return produce()
+
+    @router.get("/users", summary="List users (chit:users:read)")
+    def list_users(admin: Admin) -> dict[str, Any]:
+        return {"users": [_user(u) for u in read("chit:users:read", admin, server.store.users)]}
+
+    @router.post("/users", status_code=201, summary="Create a user (chit:users:write)")
+    def create_user(body: models.NewUser, admin: Admin) -> dict[str, Any]:
+        return _user(admin.create_user(body.username, body.password, body.roles))
+
+    @router.post("/users/{username}/disable", summary="Disable a user (chit:users:write)")
+    def disable_user(username: str, admin: Admin) -> dict[str, Any]:
+        return _user(admin.set_user_disabled(username, True))
+
+    @router.post("/users/{username}/enable", summary="Enable a user (chit:users:write)")
+    def enable_user(username: str, admin: Admin) -> dict[str, Any]:
+        return _user(admin.set_user_disabled(username, False))
+
+    @router.get("/clients", summary="List clients (chit:clients:read)")
+    def list_clients(admin: Admin) -> dict[str, Any]:
+        return {"clients": [_client(c) for c in read("chit:clients:read", admin, server.store.clients)]}
+
+    @router.post("/clients", status_code=201, summary="Create a client; its secret is in this answer only")
+    def create_client(body: models.NewClient, admin: Admin) -> dict[str, Any]:
+        client, secret = admin.create_client(
+            body.client_id, grant_types=body.grant_types, scope=body.scope, public=body.public
+        )
+        return {**_client(client), "client_secret": secret}
+
+    @router.get("/services", summary="List registered services (chit:services:read)")
+    def list_services(admin: Admin) -> dict[str, Any]:
+        services = read("chit:services:read", admin, server.store.services)
+        return {"services": [json.loads(s.manifest) for s in services]}
+
+    @router.put("/services/{service_id}", summary="Register or update a service (chit:services:admin)")
+    def register_service(service_id: str, body: models.ServiceManifest, admin: Admin) -> dict[str, Any]:
+        manifest = parse_manifest(body.manifest, "manifest")
+        if manifest.id != service_id:
+            raise RefusedError(f"the manifest's id {manifest.id!r} is not {service_id!r}")
+        outcome, secret = admin.register_service(manifest)
+        return {**asdict(outcome), "service": manifest.id, "client_id": manifest.id, "client_secret": secret}
+
+    @router.get("/roles", summary="List roles (chit:roles:read)")
+    def list_roles(admin: Admin) -> dict[str, Any]:
+        return {"roles": read("chit:roles:read", admin, server.store.roles)}
+
+    @router.post("/roles", status_code=201, summary="Create a global role (chit:roles:write)")
+    def create_role(body: models.NewRole, admin: Admin) -> dict[str, Any]:
+        admin.create_role(body.name, body.permissions, body.description)
+        return {"name": body.name, "permissions": sorted(set(body.permissions))}
+
+    @router.get("/grants", summary="List grants (chit:grants:read)")
+    def list_grants(admin: Admin) -> dict[str, Any]:
+        grants = read("chit:grants:read", admin, server.store.grants)
+        return {"grants": [{"principal": p, "role": r} for p, r in grants]}
+
+    @router.post("/grants", summary="Grant a role: its permissions must be yours to grant")
+    def grant(body: models.GrantBody, admin: Admin) -> dict[str, Any]:
+        return {"granted": admin.grant(body.principal, body.role)}
+
+    @router.post("/grants/revoke", summary="Revoke a role: its permissions must be yours to grant")
+    def revoke_grant(body: models.GrantBody, admin: Admin) -> dict[str, Any]:
+        return {"revoked": admin.revoke_grant(body.principal, body.role)}
+
+    @router.post("/service-admins", summary="Appoint a service admin (chit:admins:write)")
+    def appoint(body: models.Appointment, admin: Admin) -> dict[str, Any]:
+        return {"appointed": admin.appoint(body.username, body.service)}
+
+    @router.get("/api-keys", summary="List API keys (yours, or anyone's with chit:api-keys:read)")
+    def list_api_keys(admin: Admin, owner: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
+        return {"api_keys": [_api_key(k) for k in admin.list_api_keys(owner)]}
+
+    @router.post("/api-keys", status_code=201, summary="Create an API key; the key is in this answer only")
+    def create_api_key(body: models.NewApiKey, admin: Admin) -> dict[str, Any]:
+        created = admin.create_api_key(body.owner, body.scope, body.expires_in)
+        return {**_api_key(created.record), "api_key": created.secret}
+
+    @router.post("/api-keys/{key_id}/rotate", summary="Give an API key a new secret")
+    def rotate_api_key(key_id: str, admin: Admin) -> dict[str, Any]:
+        return {"id": key_id, "api_key": admin.rotate_api_key(key_id)}
+
+    @router.delete("/api-keys/{key_id}", summary="Revoke an API key")
+    def revoke_api_key(key_id: str, admin: Admin) -> dict[str, Any]:
+        return {"revoked": admin.revoke_api_key(key_id)}
+
+    @router.get("/sessions", summary="List sessions (refresh-token families) (chit:sessions:read)")
+    def list_sessions(admin: Admin, user_id: Annotated[str | None, Query(max_length=40)] = None) -> dict[str, Any]:
+        sessions = read("chit:sessions:read", admin, lambda: server.store.sessions(user_id))
+        return {"sessions": [{**asdict(s), "scope": sorted(s.scope)} for s in sessions]}
+
+    @router.delete("/sessions/{session_id}", summary="Revoke a session and the tokens issued from it")
+    def revoke_session(session_id: str, admin: Admin) -> dict[str, Any]:
+        return {"revoked": admin.revoke_session(session_id)}
+
+    @router.get("/keys", summary="The signing keys and when each signs (chit:keys:read)")
+    def list_keys(admin: Admin) -> dict[str, Any]:
+        def keys() -> list[dict[str, Any]]:
+            ring = server.keys().ring
+            return [
+                {"kid": k.kid, "alg": k.alg, "signs_from": k.signs_from.isoformat()}
+                for k in ring.published(server.now_datetime())
+            ]
+
+        return {"keys": read("chit:keys:read", admin, keys)}
+
+    @router.post("/keys/rotate", summary="Rotate the signing key (chit:keys:rotate)")
+    def rotate_keys(body: models.KeyRotation, admin: Admin) -> dict[str, Any]:
+        return admin.rotate_keys(body.alg, body.now)
+
+    @router.get("/audit", summary="Read the audit log, oldest first (chit:audit:read)")
+    def audit(
+        admin: Admin,
+        type: Annotated[str | None, Query(max_length=60)] = None,
+        outcome: Annotated[str | None, Query(max_length=20)] = None,
+        subject: Annotated[str | None, Query(max_length=64)] = None,
+        client_id: Annotated[str | None, Query(max_length=64)] = None,
+        request_id: Annotated[str | None, Query(max_length=64)] = None,
+        since: Annotated[int | None, Query(ge=0, description="UTC microseconds since the epoch")] = None,
+        until: Annotated[int | None, Query(ge=0)] = None,
+        after: Annotated[int, Query(ge=0, description="Only events after this seq (paging)")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        filters = {
+            k: v
+            for k, v in {
+                "type": type,
+                "outcome": outcome,
+                "subject": subject,
+                "client_id": client_id,
+                "request_id": request_id,
+            }.items()
+            if v is not None
+        }
+        events = read(
+            "chit:audit:read",
+            admin,
+            lambda: server.store.audit_events(after_seq=after, limit=limit, filters=filters, since=since, until=until),
+        )
+        return {"events": [_event(e) for e in events]}
+
+    return router

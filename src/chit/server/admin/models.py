@@ -1,0 +1,53 @@
+"""Request bodies of the admin API: strict (unknown fields are refused, not ignored)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NewUser(Strict):
+    username: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+    password: str = Field(min_length=8, max_length=1024)
+    roles: list[str] = Field(default_factory=list, max_length=100)
+
+
+class NewClient(Strict):
+    client_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    grant_types: list[str] = Field(default_factory=lambda: ["client_credentials"], min_length=1, max_length=10)
+    scope: list[str] | None = Field(default=None, max_length=100)
+    public: bool = False
+
+
+class ServiceManifest(Strict):
+    manifest: str = Field(min_length=1, max_length=60_000, description="The service's manifest, TOML text")
+
+
+class NewRole(Strict):
+    name: str = Field(min_length=1, max_length=140, pattern=r"^[a-z0-9][a-z0-9._:-]*$")
+    permissions: list[str] = Field(min_length=1, max_length=100)
+    description: str = Field(default="", max_length=1000)
+
+
+class GrantBody(Strict):
+    principal: str = Field(min_length=1, max_length=200)
+    role: str = Field(min_length=1, max_length=140)
+
+
+class Appointment(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    service: str = Field(min_length=1, max_length=48)
+
+
+class NewApiKey(Strict):
+    owner: str = Field(min_length=1, max_length=200)
+    scope: list[str] = Field(min_length=1, max_length=100)
+    expires_in: int | None = Field(default=None, ge=60, le=10 * 365 * 24 * 3600)
+
+
+class KeyRotation(Strict):
+    alg: str | None = None
+    now: bool = False
