@@ -341,3 +341,13 @@ class AccessTokenDecoder:
         if claims.iat > now + leeway:
             raise InvalidTokenError("token was issued in the future")
         return claims
+
+
+def sign_claims(payload: Mapping[str, Any], key: SigningKey, *, headers: Mapping[str, Any] | None = None) -> str:
+    """A JWS over arbitrary claims with the access-token header (``typ``, ``kid``): for test kits."""
+    return jwt.encode(
+        dict(payload),
+        key.private_key,
+        algorithm=key.alg,
+        headers={"typ": TOKEN_TYPE, "kid": key.kid, **(headers or {})},
+    )

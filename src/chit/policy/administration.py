@@ -30,6 +30,7 @@ CHIT_PERMISSIONS: Mapping[str, str] = {
     "chit:admins:write": "Appoint service admins",
     "chit:api-keys:read": "List every API key",
     "chit:api-keys:write": "Create, rotate and revoke API keys for anyone",
+    "chit:api-keys:exchange": "Exchange API keys for access tokens (the gateway)",
     "chit:sessions:read": "List sessions (refresh-token families)",
     "chit:sessions:write": "Revoke sessions",
     "chit:keys:read": "List signing keys",

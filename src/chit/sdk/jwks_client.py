@@ -20,7 +20,7 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,9 +90,7 @@ class HttpGetter:
 
     async def get_json(self, url: str) -> tuple[Any, str | None]:
         async with self.client() as client:
-            request = client.build_request(
-                "GET", url, headers={"Accept": "application/json"}, timeout=self.timeout
-            )
+            request = client.build_request("GET", url, headers={"Accept": "application/json"}, timeout=self.timeout)
             response = await client.send(request, stream=True)
             try:
                 if response.status_code != 200:
@@ -252,7 +250,5 @@ class JwksClient:
         self._inflight = None
         if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
             task.cancel()
-            try:
+            with suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass

@@ -19,10 +19,9 @@ from chit.policy.manifest import Manifest
 from chit.policy.permissions import Permission, intersect, parse_all
 from chit.server.audit import AuditEvent
 from chit.server.authserver import AuthServer
-from chit.server.credentials import check_new_password, hash_password, hash_secret, new_secret
+from chit.server.credentials import check_new_password, format_api_key, hash_password, hash_secret, new_secret
 from chit.storage.records import ApiKeyRecord, Client, Registration, User, new_id
 
-API_KEY_PREFIX = "chit_ak_"
 OPERATOR_SUBJECT = "operator"
 
 
@@ -306,17 +305,3 @@ class Administration:
         key = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
         self._audit("keys.rotated", kid=key.kid, alg=key.alg, immediate=now)
         return {"kid": key.kid, "alg": key.alg, "signs_from": key.signs_from.isoformat(), "previous_kid": current.kid}
-
-
-def format_api_key(key_id: str, secret: str) -> str:
-    """``chit_ak_<key id>.<secret>``: recognisable by secret scanners, and the id finds the row."""
-    return f"{API_KEY_PREFIX}{key_id}.{secret}"
-
-
-def parse_api_key(presented: str) -> tuple[str, str] | None:
-    if not presented.startswith(API_KEY_PREFIX):
-        return None
-    key_id, sep, secret = presented[len(API_KEY_PREFIX) :].partition(".")
-    if not sep or not key_id or not secret:
-        return None
-    return key_id, secret

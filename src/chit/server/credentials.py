@@ -64,3 +64,20 @@ def hash_secret(secret: str) -> str:
 def secret_matches(secret: str, secret_hash: str | None) -> bool:
     expected = secret_hash or "0" * 64
     return hmac.compare_digest(hash_secret(secret), expected) and secret_hash is not None
+
+
+API_KEY_PREFIX = "chit_ak_"
+
+
+def format_api_key(key_id: str, secret: str) -> str:
+    """``chit_ak_<key id>.<secret>``: recognisable by secret scanners, and the id finds the row."""
+    return f"{API_KEY_PREFIX}{key_id}.{secret}"
+
+
+def parse_api_key(presented: str) -> tuple[str, str] | None:
+    if not presented.startswith(API_KEY_PREFIX):
+        return None
+    key_id, sep, secret = presented[len(API_KEY_PREFIX) :].partition(".")
+    if not sep or not key_id or not secret:
+        return None
+    return key_id, secret

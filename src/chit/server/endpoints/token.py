@@ -22,9 +22,10 @@ from chit.server.grants.base import Grant, TokenRequest
 from chit.server.grants.client_credentials import ClientCredentialsGrant
 from chit.server.grants.password import PasswordGrant
 from chit.server.grants.refresh_token import RefreshTokenGrant
+from chit.server.grants.token_exchange import GRANT_TYPE as TOKEN_EXCHANGE
+from chit.server.grants.token_exchange import TokenExchangeGrant
 
-GRANTS: tuple[type[Grant], ...] = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant)
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+GRANTS: tuple[type[Grant], ...] = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant, TokenExchangeGrant)
 KNOWN_GRANT_TYPES = frozenset({*(g.grant_type for g in GRANTS), TOKEN_EXCHANGE})
 
 

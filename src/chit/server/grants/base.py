@@ -41,6 +41,7 @@ class TokenRequest:
 class IssuedTokens:
     access: IssuedAccessToken
     refresh_token: str | None = None
+    issued_token_type: str | None = None  # RFC 8693 §2.2.1, for exchanges
 
     def response(self) -> dict[str, Any]:
         """The token response (RFC 6749 §5.1, DESIGN §4)."""
@@ -52,6 +53,8 @@ class IssuedTokens:
         }
         if self.refresh_token is not None:
             body["refresh_token"] = self.refresh_token
+        if self.issued_token_type is not None:
+            body["issued_token_type"] = self.issued_token_type
         return body
 
 

@@ -1,0 +1,95 @@
+"""FastAPI adapter: the ``Verifier`` instance is the dependency and the OAuth2 scheme of the OpenAPI.
+
+    principal: Principal = Security(verifier, scopes=["image-store:images:read"])
+
+The dependency reads the bearer token (``chit.sdk.verifier.bearer_token``), verifies it, requires the
+route's scopes, binds the principal for outbound calls (``chit.sdk.context``) and yields it. Because
+it yields, an ``AuthError`` raised in the route body (``principal.require_owner(...)``) comes back
+through it and answers exactly like one raised by the dependency, with a plain ``FastAPI()``. It is
+an ``async`` generator on purpose: a plain ``def`` dependency would run in the thread pool, and
+verification holds the GIL anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Unpack
+
+from fastapi import HTTPException, Request
+from fastapi.openapi.models import OAuth2 as OAuth2Model
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
+from fastapi.responses import JSONResponse
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
+from starlette.responses import Response
+
+from chit.core.principal import Principal
+from chit.errors import AuthError
+from chit.sdk import context
+from chit.sdk.jwks_client import KeysUnavailableError
+from chit.sdk.verifier import TokenVerifier, VerifierOptions, bearer_token, challenge
+
+DEFAULT_SCHEME_NAME = "chit"
+
+
+def http_error(error: AuthError, scope: Iterable[str] = ()) -> HTTPException:
+    """An RFC 6750 answer as the ``HTTPException`` FastAPI renders (so app handlers still apply)."""
+    return HTTPException(error.status_code, error.reason, headers={"WWW-Authenticate": challenge(error, scope)})
+
+
+def keys_unavailable(error: KeysUnavailableError) -> HTTPException:
+    return HTTPException(
+        503, "authorization is temporarily unavailable", headers={"Retry-After": str(error.retry_after)}
+    )
+
+
+async def auth_error_handler(_request: Request, exc: Exception) -> Response:
+    """For ``app.add_exception_handler(AuthError, ...)``: answers AuthErrors raised outside the dependency."""
+    assert isinstance(exc, AuthError)
+    return JSONResponse(
+        {"detail": exc.reason}, status_code=exc.status_code, headers={"WWW-Authenticate": challenge(exc)}
+    )
+
+
+class Verifier(TokenVerifier, SecurityBase):
+    """A ``TokenVerifier`` that FastAPI can use directly with ``Depends``/``Security``."""
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        scheme_name: str = DEFAULT_SCHEME_NAME,
+        scopes: Mapping[str, str] | None = None,
+        description: str | None = None,
+        **options: Unpack[VerifierOptions],
+    ) -> None:
+        super().__init__(issuer, audience, **options)
+        self.scheme_name = scheme_name
+        # The OpenAPI must not need the network: the token URL is known from the issuer up front.
+        described = dict(scopes or {})
+        self.model = OAuth2Model(
+            flows=OAuthFlows(
+                clientCredentials=OAuthFlowClientCredentials(tokenUrl=self.token_url, scopes=described),
+                password=OAuthFlowPassword(tokenUrl=self.token_url, scopes=described),
+            ),
+            description=description or f"Access tokens issued by {issuer} for {audience}",
+        )
+
+    async def __call__(self, security_scopes: SecurityScopes, request: Request) -> AsyncIterator[Principal]:
+        scopes = security_scopes.scopes
+        try:
+            token = bearer_token(request.headers.getlist("authorization"))
+            principal = await self.verify(token)
+            self.authorize(principal, scopes)
+        except AuthError as exc:
+            raise http_error(exc, scopes) from None
+        except KeysUnavailableError as exc:
+            raise keys_unavailable(exc) from None
+        bound = context.bind(principal, token)
+        try:
+            yield principal
+        except AuthError as exc:
+            raise http_error(exc) from exc
+        finally:
+            context.unbind(bound)

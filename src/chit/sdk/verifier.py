@@ -1,0 +1,226 @@
+"""The framework-free core of the service SDK: bearer credentials in, a ``Principal`` or an ``AuthError`` out.
+
+``TokenVerifier.verify`` checks a JWT access token locally, with the issuer's public keys held in
+memory (``chit.sdk.jwks_client``), and consults the revocation check; a verified token is kept in a
+bounded cache until it expires, so a token seen again costs a dictionary lookup. Verification is
+CPU-bound and holds the GIL, so it runs inline in the caller's event loop: a thread pool would only
+add hand-off cost. Adapters (``chit.sdk.fastapi``, ``chit.sdk.starlette``) only translate HTTP to
+``bearer_token`` / ``verify`` / ``authorize`` and ``AuthError`` back to RFC 6750 answers
+(``challenge``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from types import TracebackType
+from typing import Self, TypedDict
+
+import httpx
+
+from chit.core.jwt import DEFAULT_LEEWAY, MAX_TOKEN_SIZE, AccessTokenDecoder, UnknownKeyError
+from chit.core.keys import ALGORITHMS
+from chit.core.principal import DecisionSink, Principal, principal_from_claims
+from chit.errors import AuthError, InvalidTokenError
+from chit.sdk.cache import DEFAULT_MAX_ENTRIES, VerifiedTokenCache
+from chit.sdk.decisions import DecisionLog
+from chit.sdk.jwks_client import FETCH_TIMEOUT, MAX_AGE_CAP, REFRESH_COOLDOWN, JwksClient
+from chit.sdk.revocation import RevocationCheck
+
+TOKEN_ENDPOINT_PATH = "/oauth2/token"
+
+
+class MissingTokenError(AuthError):
+    """The request carries no bearer credentials (RFC 6750 §3.1: 401 without an error code)."""
+
+    error = ""
+    status_code = 401
+
+
+class InvalidBearerRequestError(AuthError):
+    """The Authorization header is malformed or repeated (RFC 6750 §3.1 ``invalid_request``)."""
+
+    error = "invalid_request"
+    status_code = 400
+
+
+def bearer_token(authorization: Sequence[str]) -> str:
+    """The token of the request's ``Authorization`` header values (RFC 6750 §2.1).
+
+    The scheme is case-insensitive; a token in the query string or the body is never read.
+    """
+    if not authorization:
+        raise MissingTokenError("no bearer token")
+    if len(authorization) > 1:
+        raise InvalidBearerRequestError("more than one Authorization header")
+    scheme, _, value = authorization[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise MissingTokenError("no bearer token")  # another scheme: not our credentials (RFC 6750 §3.1)
+    token = value.strip()
+    if not token:
+        raise InvalidBearerRequestError("empty bearer token")
+    if any(c.isspace() for c in token):
+        raise InvalidBearerRequestError("malformed bearer token")
+    return token
+
+
+def _quoted(text: str) -> str:
+    # RFC 6750 §3: error_description and scope allow %x20-21 / %x23-5B / %x5D-7E only
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
+
+
+def challenge(error: AuthError | None, scope: Iterable[str] = ()) -> str:
+    """The ``WWW-Authenticate`` value answering ``error`` (RFC 6750 §3)."""
+    if error is None or not error.error:
+        return "Bearer"
+    parts = [f'error="{error.error}"']
+    if error.reason:
+        parts.append(f'error_description="{_quoted(error.reason)}"')
+    scopes = " ".join(scope)
+    if scopes and error.error == "insufficient_scope":
+        parts.append(f'scope="{_quoted(scopes)}"')
+    return "Bearer " + ", ".join(parts)
+
+
+class VerifierOptions(TypedDict, total=False):
+    """``TokenVerifier``'s keyword options, for adapters that add their own."""
+
+    algorithms: Collection[str]
+    leeway: float
+    max_token_size: int
+    revocation: RevocationCheck | None
+    cache_size: int
+    jwks_uri: str | None
+    token_url: str | None
+    http_client: httpx.AsyncClient | None
+    timeout: float
+    jwks_max_age: float
+    refresh_cooldown: float
+    decisions: DecisionSink | bool
+    clock: Callable[[], float]
+
+
+class TokenVerifier:
+    """Verifies access tokens of one issuer for one audience (this service's id).
+
+    ``issuer`` is matched exactly against ``iss``; ``audience`` must be among ``aud``. ``leeway``
+    (seconds) applies to ``exp``, ``nbf`` and ``iat``; tokens above ``max_token_size`` bytes are refused
+    before any decoding. ``revocation`` is consulted with each token's ``jti`` and ``sid``;
+    ``cache_size`` bounds the verified-token cache (0 turns it off). ``decisions`` is where ``require``
+    decisions go: a ``DecisionLog`` by default, any ``DecisionSink``, or False for none.
+    """
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        algorithms: Collection[str] = ALGORITHMS,
+        leeway: float = DEFAULT_LEEWAY,
+        max_token_size: int = MAX_TOKEN_SIZE,
+        revocation: RevocationCheck | None = None,
+        cache_size: int = DEFAULT_MAX_ENTRIES,
+        jwks_uri: str | None = None,
+        token_url: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: float = FETCH_TIMEOUT,
+        jwks_max_age: float = MAX_AGE_CAP,
+        refresh_cooldown: float = REFRESH_COOLDOWN,
+        decisions: DecisionSink | bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(issuer, str) or not issuer:
+            raise TypeError("issuer must be a non-empty string")
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.revocation = revocation
+        self.clock = clock
+        self.token_url = token_url or issuer.rstrip("/") + TOKEN_ENDPOINT_PATH
+        self.decoder = AccessTokenDecoder(
+            issuer=issuer, audience=audience, leeway=leeway, algorithms=algorithms, max_size=max_token_size
+        )
+        self.cache = VerifiedTokenCache(cache_size) if cache_size > 0 else None
+        self.jwks = JwksClient(
+            issuer,
+            jwks_uri=jwks_uri,
+            algorithms=algorithms,
+            http_client=http_client,
+            timeout=timeout,
+            max_age_cap=jwks_max_age,
+            refresh_cooldown=refresh_cooldown,
+            clock=clock,
+            on_keys_removed=self.cache.clear if self.cache is not None else None,
+        )
+        self.decisions: DecisionSink | None
+        if decisions is True:
+            self.decisions = DecisionLog()
+        elif decisions is False:
+            self.decisions = None
+        else:
+            self.decisions = decisions
+
+    async def verify(self, token: str) -> Principal:
+        """The principal of a valid token; ``InvalidTokenError`` (with its reason) for anything else.
+
+        May raise ``KeysUnavailableError`` while no signing key was ever obtained from the issuer."""
+        now = self.clock()
+        cache = self.cache
+        if cache is not None:
+            principal = cache.get(token, now)
+            if principal is not None:
+                self._check_revocation(principal, token)
+                return principal
+        jwks = self.jwks
+        jwks.refresh_if_stale()
+        try:
+            try:
+                claims = self.decoder.decode(token, jwks.find, now)
+            except UnknownKeyError as exc:
+                if not await jwks.refresh_for_unknown_kid(exc.kid):
+                    raise
+                claims = self.decoder.decode(token, jwks.find, self.clock())
+            principal = principal_from_claims(claims, on_decision=self.decisions)
+        except InvalidTokenError as exc:
+            if isinstance(self.decisions, DecisionLog):
+                self.decisions.rejected(exc.reason)
+            raise
+        self._check_revocation(principal, token)
+        if cache is not None:
+            cache.put(token, principal, claims.exp + self.leeway)
+        return principal
+
+    def _check_revocation(self, principal: Principal, token: str) -> None:
+        revocation = self.revocation
+        if revocation is not None and revocation.is_revoked(principal.token_id, principal.session_id):
+            if self.cache is not None:
+                self.cache.discard(token)
+            if isinstance(self.decisions, DecisionLog):
+                self.decisions.rejected("token has been revoked", principal)
+            raise InvalidTokenError("token has been revoked")
+
+    def authorize(self, principal: Principal, permissions: Iterable[str]) -> None:
+        """Require every permission (``InsufficientScopeError`` naming the first one missing)."""
+        for permission in permissions:
+            principal.require(permission)
+
+    async def authenticate(self, authorization: Sequence[str], permissions: Iterable[str] = ()) -> Principal:
+        """Bearer header values to an authorized principal: what every adapter does per request."""
+        principal = await self.verify(bearer_token(authorization))
+        self.authorize(principal, permissions)
+        return principal
+
+    async def aclose(self) -> None:
+        """Stop a background key fetch; the verifier stays usable (a later call fetches again)."""
+        await self.jwks.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,75 @@
+"""Token exchange (RFC 8693), for now of one subject token type: chit API keys.
+
+A bot presents its API key at the edge; a trusted client (the gateway, holding
+``chit:api-keys:exchange``) exchanges it here for a short-lived access token, so that services only
+ever see one kind of token. The token carries the key's scope ∩ what its owner holds now, narrowed
+by ``scope``; no refresh token. Delegated exchange (``actor_token``, ``act`` chains) comes with the
+delegation work and is refused until then.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from chit.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
+from chit.policy import administration as rules
+from chit.policy.permissions import intersect, parse_all
+from chit.server.audit import SUCCESS
+from chit.server.authserver import AuthServer
+from chit.server.credentials import parse_api_key, secret_matches
+from chit.server.grants.base import IssuedTokens, TokenRequest, parse_permissions, requested_scope, select_scope
+
+GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+API_KEY_TOKEN_TYPE = "urn:chit:token-type:api-key"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+EXCHANGE_API_KEYS = "chit:api-keys:exchange"
+
+
+class TokenExchangeGrant:
+    grant_type: ClassVar[str] = GRANT_TYPE
+
+    def __init__(self, server: AuthServer) -> None:
+        self.server = server
+
+    def issue(self, request: TokenRequest) -> IssuedTokens:
+        subject_token = request.require("subject_token")
+        subject_type = request.require("subject_token_type")
+        requested_type = request.params.get("requested_token_type", ACCESS_TOKEN_TYPE)
+        if requested_type != ACCESS_TOKEN_TYPE:
+            raise InvalidRequestError(f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
+        if "actor_token" in request.params or "actor_token_type" in request.params:
+            raise InvalidRequestError("actor tokens are not supported")
+        if subject_type != API_KEY_TOKEN_TYPE:
+            raise InvalidRequestError(f"unsupported subject_token_type; supported: {API_KEY_TOKEN_TYPE}")
+        wanted = requested_scope(request.params)
+        store = self.server.store
+        client = request.client
+        client_perms = parse_permissions(client.scope or ()) | parse_permissions(store.permissions_of(client.id))
+        if not rules.holds(client_perms, EXCHANGE_API_KEYS):
+            raise UnauthorizedClientError(f"exchanging API keys needs {EXCHANGE_API_KEYS}")
+
+        parsed = parse_api_key(subject_token)
+        record = store.api_key(parsed[0]) if parsed else None
+        now = self.server.now()
+        if parsed is None or record is None or not secret_matches(parsed[1], record.secret_hash):
+            raise InvalidGrantError("the API key is invalid")
+        if record.revoked_at is not None or (record.expires_at is not None and record.expires_at <= now):
+            raise InvalidGrantError("the API key is revoked or expired")
+        owner_client = store.client_by_pk(record.owner_id)
+        owner_user = None if owner_client else store.user_by_id(record.owner_id)
+        if (owner_client is None or owner_client.disabled) and (owner_user is None or owner_user.disabled):
+            raise InvalidGrantError("the API key's owner is disabled or gone")
+        held = parse_permissions(store.permissions_of(record.owner_id))
+        if owner_client is not None:
+            held |= parse_permissions(owner_client.scope or ())
+        granted = select_scope(intersect(held, parse_all(record.scope)), wanted)
+        store.touch_api_key(record.id, now)
+        issued = self.server.issue_access_token(subject=record.owner_id, client=client, permissions=granted)
+        request.event(
+            "api_key.exchanged",
+            SUCCESS,
+            subject=record.owner_id,
+            token_id=issued.claims.jti,
+            detail={"key_id": record.id},
+        )
+        return IssuedTokens(issued, issued_token_type=ACCESS_TOKEN_TYPE)

@@ -1,0 +1,332 @@
+"""A test kit for services that use chit: an in-process issuer, token factories and a movable clock.
+
+    from chit.testing import Clock, TestIssuer
+
+    clock = Clock()
+    issuer = TestIssuer(clock=clock)
+    verifier = issuer.verifier(audience="image-store")       # talks to the issuer in-process
+    token = issuer.token("usr_alice", ["image-store:images:read"])
+    principal = await verifier.verify(token)
+    clock.advance(3600)                                       # ... and now it has expired
+
+``TestIssuer`` serves discovery, the JWKS and a ``client_credentials`` token endpoint through an
+httpx transport (no socket, no thread), signs with keys it can rotate, and can play an outage
+(``down``) or an auth server answering garbage (``garbage``). Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Unpack
+from urllib.parse import parse_qsl, unquote_plus
+
+import httpx
+
+from chit.core.jwt import sign_claims
+from chit.core.keys import Algorithm, SigningKey, new_signing_key
+from chit.core.principal import Actor, Principal
+from chit.policy.permissions import Permission, audience
+from chit.sdk.fastapi import Verifier
+from chit.sdk.identity import ServiceIdentity
+from chit.sdk.verifier import VerifierOptions
+
+__all__ = ["Clock", "TestIssuer", "make_principal"]
+
+
+class Clock:
+    """A clock tests move by hand; pass it as ``clock=`` to a verifier, an identity or an issuer."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else float(start)
+
+    def __call__(self) -> float:
+        return self._now
+
+    def now(self) -> float:
+        return self._now
+
+    def datetime(self) -> datetime:
+        return datetime.fromtimestamp(self._now, UTC)
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    def set(self, timestamp: float) -> None:
+        self._now = float(timestamp)
+
+
+def _act_claim(actors: Sequence[Actor | str]) -> dict[str, Any] | None:
+    """Nested ``act`` claims, current actor (first) outermost."""
+    act: dict[str, Any] | None = None
+    for actor in reversed(actors):
+        entry = Actor(actor, actor) if isinstance(actor, str) else actor
+        claim: dict[str, Any] = {"sub": entry.subject}
+        if entry.client_id is not None:
+            claim["client_id"] = entry.client_id
+        if act is not None:
+            claim["act"] = act
+        act = claim
+    return act
+
+
+class TestIssuer:
+    """An in-process auth server for tests: keys, tokens, discovery, JWKS and client credentials."""
+
+    __test__ = False  # a helper, not a test class
+
+    def __init__(
+        self,
+        issuer: str = "https://issuer.chit.test",
+        *,
+        alg: Algorithm = "EdDSA",
+        clock: Clock | None = None,
+        access_token_ttl: int = 600,
+        jwks_max_age: int = 300,
+        latency: float = 0.0,
+    ) -> None:
+        self.issuer = issuer.rstrip("/")
+        self.alg: Algorithm = alg
+        self.clock = clock or Clock()
+        self.access_token_ttl = access_token_ttl
+        self.jwks_max_age = jwks_max_age
+        self.latency = latency
+        self.down = False  # every request fails to connect, as when the auth server is stopped
+        self.garbage = False  # every request answers 200 with a body that is not JSON
+        self.requests: list[str] = []  # paths requested, in order
+        self.clients: dict[str, tuple[str, tuple[str, ...]]] = {}
+        first = new_signing_key(alg, self.clock.datetime())
+        self.published: list[SigningKey] = [first]
+        self.signing_key = first
+        self.transport = _IssuerTransport(self)
+
+    # --- keys -----------------------------------------------------------------------------------------
+
+    def rotate(self, *, sign_now: bool = True, alg: Algorithm | None = None) -> SigningKey:
+        """Publish a new key; it signs at once with ``sign_now`` (as ``chit keys rotate --now``),
+        else only once ``start_signing`` is called. Old keys stay published until ``retire``."""
+        key = new_signing_key(alg or self.alg, self.clock.datetime())
+        self.published.insert(0, key)
+        if sign_now:
+            self.signing_key = key
+        return key
+
+    def start_signing(self, key: SigningKey) -> None:
+        self.signing_key = key
+
+    def retire(self, key: SigningKey | str) -> None:
+        kid = key if isinstance(key, str) else key.kid
+        self.published = [k for k in self.published if k.kid != kid]
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [key.jwk() for key in self.published]}
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.issuer + "/oauth2/token",
+            "jwks_uri": self.issuer + "/.well-known/jwks.json",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        }
+
+    # --- tokens ---------------------------------------------------------------------------------------
+
+    def claims(
+        self,
+        subject: str = "usr_test",
+        scope: Iterable[str] = (),
+        *,
+        client_id: str = "test-client",
+        ttl: int | None = None,
+        actors: Sequence[Actor | str] = (),
+        jti: str | None = None,
+        session_id: str | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """The claims a chit access token would carry (``aud``: the services ``scope`` names);
+        ``overrides`` replace or add any claim, and an override of ``None`` removes it (``exp=None``
+        makes a token without ``exp``)."""
+        scope = tuple(scope)
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": _audience(scope),
+            "exp": now + (self.access_token_ttl if ttl is None else ttl),
+            "iat": now,
+            "jti": jti or uuid.uuid4().hex,
+            "client_id": client_id,
+            "scope": " ".join(scope),
+        }
+        act = _act_claim(actors)
+        if act is not None:
+            claims["act"] = act
+        if session_id is not None:
+            claims["sid"] = session_id
+        for name, value in overrides.items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        return claims
+
+    def sign(
+        self, claims: Mapping[str, Any], *, key: SigningKey | None = None, headers: Mapping[str, Any] | None = None
+    ) -> str:
+        """A token over exactly ``claims``, signed by ``key`` (default: the current signing key)."""
+        return sign_claims(claims, key or self.signing_key, headers=headers)
+
+    def token(
+        self,
+        subject: str = "usr_test",
+        scope: Iterable[str] = (),
+        *,
+        key: SigningKey | None = None,
+        headers: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> str:
+        """A signed access token for ``subject`` carrying ``scope``; options as for ``claims``."""
+        return self.sign(self.claims(subject, scope, **options), key=key, headers=headers)
+
+    def service_token(self, client_id: str, scope: Iterable[str] = (), **options: Any) -> str:
+        """A client-credentials token: the service acting as itself."""
+        return self.token(client_id, scope, client_id=client_id, **options)
+
+    def delegated_token(self, subject: str, scope: Iterable[str], actors: Sequence[Actor | str], **options: Any) -> str:
+        """A token of ``subject`` used by ``actors`` (current actor first), as token exchange issues."""
+        client_id = options.pop("client_id", None)
+        first = actors[0]
+        if client_id is None:
+            client_id = first if isinstance(first, str) else first.client_id or first.subject
+        return self.token(subject, scope, actors=actors, client_id=client_id, **options)
+
+    # --- service accounts -----------------------------------------------------------------------------
+
+    def add_client(self, client_id: str, client_secret: str, scope: Iterable[str] = ()) -> None:
+        self.clients[client_id] = (client_secret, tuple(scope))
+
+    # --- wiring ---------------------------------------------------------------------------------------
+
+    def http_client(self) -> httpx.AsyncClient:
+        """An httpx client whose requests this issuer answers in-process."""
+        return httpx.AsyncClient(transport=self.transport)
+
+    def sync_http_client(self) -> httpx.Client:
+        return httpx.Client(transport=self.transport)
+
+    def verifier(self, audience: str, **options: Unpack[VerifierOptions]) -> Verifier:
+        """A ``Verifier`` for this issuer, on its transport and clock."""
+        options.setdefault("http_client", self.http_client())
+        options.setdefault("clock", self.clock)
+        return Verifier(self.issuer, audience, **options)
+
+    def identity(self, client_id: str, client_secret: str, **options: Any) -> ServiceIdentity:
+        """A ``ServiceIdentity`` that gets its tokens from this issuer."""
+        options.setdefault("http_client", self.http_client())
+        options.setdefault("sync_http_client", self.sync_http_client())
+        options.setdefault("clock", self.clock)
+        return ServiceIdentity(client_id, client_secret, issuer=self.issuer, **options)
+
+    # --- the HTTP side --------------------------------------------------------------------------------
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.requests.append(path)
+        if self.down:
+            raise httpx.ConnectError("connection refused (TestIssuer is down)", request=request)
+        if self.garbage:
+            return httpx.Response(200, content=b"<html>maintenance</html>", headers={"Content-Type": "text/html"})
+        if request.method == "GET" and path in (
+            "/.well-known/openid-configuration",
+            "/.well-known/oauth-authorization-server",
+        ):
+            return httpx.Response(200, json=self.discovery(), headers={"Cache-Control": "max-age=300"})
+        if request.method == "GET" and path == "/.well-known/jwks.json":
+            return httpx.Response(
+                200, json=self.jwks(), headers={"Cache-Control": f"public, max-age={self.jwks_max_age}"}
+            )
+        if request.method == "POST" and path == "/oauth2/token":
+            return self._token_endpoint(request)
+        return httpx.Response(404, json={"detail": "not found"})
+
+    def _token_endpoint(self, request: httpx.Request) -> httpx.Response:
+        no_store = {"Cache-Control": "no-store"}
+        form = dict(parse_qsl(request.content.decode()))
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        authorization = request.headers.get("authorization", "")
+        if authorization.lower().startswith("basic "):
+            decoded = base64.b64decode(authorization[6:]).decode()
+            raw_id, _, raw_secret = decoded.partition(":")
+            client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        registered = self.clients.get(client_id or "")
+        if registered is None or registered[0] != secret:
+            return httpx.Response(401, json={"error": "invalid_client"}, headers=no_store)
+        if form.get("grant_type") != "client_credentials":
+            return httpx.Response(400, json={"error": "unsupported_grant_type"}, headers=no_store)
+        held = registered[1]
+        wanted = tuple(form["scope"].split()) if "scope" in form else held
+        if not set(wanted) <= set(held):
+            return httpx.Response(400, json={"error": "invalid_scope"}, headers=no_store)
+        assert client_id is not None
+        token = self.service_token(client_id, wanted)
+        body = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.access_token_ttl,
+            "scope": " ".join(wanted),
+        }
+        return httpx.Response(200, json=body, headers=no_store)
+
+
+def _audience(scope: Sequence[str]) -> list[str]:
+    perms = []
+    for text in scope:
+        try:
+            perms.append(Permission.parse(text))
+        except ValueError:
+            continue
+    return audience(perms)
+
+
+class _IssuerTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    def __init__(self, issuer: TestIssuer) -> None:
+        self.issuer = issuer
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        if self.issuer.latency:
+            time.sleep(self.issuer.latency)
+        return self.issuer.handle(request)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        if self.issuer.latency:
+            await asyncio.sleep(self.issuer.latency)
+        return self.issuer.handle(request)
+
+
+def make_principal(
+    subject: str = "usr_test",
+    permissions: Iterable[str] = (),
+    *,
+    client_id: str = "test-client",
+    actors: Sequence[Actor | str] = (),
+    token_id: str | None = None,
+    expires_at: datetime | None = None,
+    clock: Clock | None = None,
+) -> Principal:
+    """A principal without a token, for unit tests of route logic."""
+    now = clock.datetime() if clock is not None else datetime.now(UTC)
+    return Principal(
+        subject=subject,
+        client_id=client_id,
+        permissions=frozenset(permissions),
+        expires_at=expires_at or datetime.fromtimestamp(now.timestamp() + 600, UTC),
+        actors=tuple(Actor(a, a) if isinstance(a, str) else a for a in actors),
+        token_id=token_id or uuid.uuid4().hex,
+    )
