@@ -167,9 +167,7 @@ def test_meet(a: str, b: str, expected: str | None) -> None:
 
 
 def test_minimal_drops_what_another_member_covers() -> None:
-    assert minimal(ps("svc:*:*", "svc:images:read", "svc:images:*", "other:a:b")) == ps(
-        "svc:*:*", "other:a:b"
-    )
+    assert minimal(ps("svc:*:*", "svc:images:read", "svc:images:*", "other:a:b")) == ps("svc:*:*", "other:a:b")
     assert minimal(ps("svc:images:read", "svc:images:write")) == ps("svc:images:read", "svc:images:write")
     assert minimal([]) == frozenset()
 
@@ -250,16 +248,12 @@ def test_covers_both_ways_means_equal(a: Permission, b: Permission) -> None:
 
 def _concrete(perm: Permission) -> list[Permission]:
     """Every concrete-or-wildcard permission of the small universe that ``perm`` covers."""
-    universe = [
-        Permission(s, r, a) for s in ("s", "t") for r in ("*", "r", "q", "z") for a in ("*", "x", "y", "z")
-    ]
+    universe = [Permission(s, r, a) for s in ("s", "t") for r in ("*", "r", "q", "z") for a in ("*", "x", "y", "z")]
     return [u for u in universe if perm.covers(u)]
 
 
 @given(close_permissions, close_permissions)
-def test_meet_is_covered_by_both_and_none_iff_nothing_is_covered_by_both(
-    a: Permission, b: Permission
-) -> None:
+def test_meet_is_covered_by_both_and_none_iff_nothing_is_covered_by_both(a: Permission, b: Permission) -> None:
     met = a.meet(b)
     common = [u for u in _concrete(a) if b.covers(u)]
     if met is None:
@@ -307,9 +301,7 @@ def test_minimal_covers_the_same_and_has_no_redundant_member(perms: frozenset[Pe
 
 
 @given(perm_sets, perm_sets)
-def test_covers_all_returns_exactly_the_uncovered(
-    held: frozenset[Permission], wanted: frozenset[Permission]
-) -> None:
+def test_covers_all_returns_exactly_the_uncovered(held: frozenset[Permission], wanted: frozenset[Permission]) -> None:
     missing = covers_all(held, wanted)
     assert missing == sorted(missing)
     assert set(missing) == {w for w in wanted if not is_covered(w, held)}

@@ -38,6 +38,7 @@ def test_readme_snippets_run_against_a_fresh_server(tmp_path: Path) -> None:
     assert serve.startswith(INSTALL), serve
     port = free_port()
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_")}
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
@@ -74,8 +75,18 @@ def test_readme_snippets_run_against_a_fresh_server(tmp_path: Path) -> None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
         log.close()
-    first_token, service_token, inspect = outputs
+    first_token, service_token, inspect, services = outputs
     assert '"access_token"' in first_token and '"scope":"chit:*:*"' in first_token
-    assert '"scope":"image-store:images:read"' in service_token
+    assert '"scope":"image-store:images:read image-store:images:read-any"' in service_token
     assert "signature: valid" in inspect and "Published key" in inspect
+    assert "Service tagging is registered and unchanged" in services
+    assert "Granted image-store:owner to carol" in services
+    assert "The audit log is intact" in services
     assert (tmp_path / "chit-data" / "chit.db").exists()
+
+
+def test_readme_manifests_are_the_example_files() -> None:
+    text = (ROOT / "README.md").read_text()
+    for block in re.findall(r"```toml\n(.*?)```", text, flags=re.S):
+        path = block.splitlines()[0].removeprefix("# ")
+        assert (ROOT / path).read_text().split("\n", 1)[1] == block.split("\n", 1)[1], path

@@ -1,8 +1,13 @@
 """chit: authorization for Python microservices that travels with the request.
 
-The public API is what ``__all__`` lists; everything else is internal and may change.
+The public API is what ``__all__`` lists; everything else is internal and may change. The service
+SDK's classes (``Verifier``, ``ServiceIdentity``) are imported on first use, so that ``import chit``
+(and the ``chit`` command) does not load the web framework.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from chit.core.principal import Actor, Principal
 from chit.errors import (
     AuthError,
     ChitError,
@@ -11,13 +16,38 @@ from chit.errors import (
     OAuth2Error,
 )
 
+if TYPE_CHECKING:
+    from chit.sdk.fastapi import Verifier
+    from chit.sdk.identity import ServiceIdentity
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "Actor",
     "AuthError",
     "ChitError",
     "InsufficientScopeError",
     "InvalidTokenError",
     "OAuth2Error",
+    "Principal",
+    "ServiceIdentity",
+    "Verifier",
     "__version__",
 ]
+
+_LAZY = {"Verifier": "chit.sdk.fastapi", "ServiceIdentity": "chit.sdk.identity"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -113,7 +113,7 @@ class Principal:
 
     def check_owner(self, owner_id: str, unless: str | None = None) -> Decision:
         if self.owns(owner_id):
-            return Decision(True, unless, "owner")
+            return Decision(True, None, "owner of the resource")
         if unless is None:
             return Decision(False, None, "not the owner of the resource")
         if self.can(unless):

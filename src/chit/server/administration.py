@@ -110,6 +110,14 @@ class Administration:
 
     def register_service(self, manifest: Manifest) -> tuple[Registration, str | None]:
         self.require("chit:services:admin")
+        store = self.server.store
+        registered = [s.id for s in store.services() if s.id != manifest.id]
+        # Services register in any order: what names a service not registered yet waits for it;
+        # what names a registered one must be among its permissions (a typo must not grant nothing).
+        named = [p for p in parse_all([*manifest.needs, *manifest.on_behalf]) if p.service in registered]
+        problems = rules.undefined(named, store.defined_permissions(), registered)
+        if problems:
+            raise RefusedError("; ".join(problems))
         secret = new_secret()
         admin_role = (rules.service_admin_role(manifest.id), str(rules.service_admin_permission(manifest.id)))
         outcome = self.server.store.register_service(
