@@ -9,7 +9,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Table, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from chit.errors import ConflictError, NotFoundError
@@ -48,6 +50,14 @@ def _client(row: Row[Any]) -> Client:
         disabled=bool(row.disabled),
         created_at=row.created_at,
     )
+
+
+def insert_ignoring_duplicates(conn: Connection, table: Table, values: dict[str, Any], keys: list[str]) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING (both dialects); the number of rows inserted (0 or 1)."""
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    # RETURNING, not rowcount: psycopg reports -1 for this statement
+    return 0 if conn.execute(statement.returning(table.c[keys[0]])).first() is None else 1
 
 
 class Store:
@@ -202,12 +212,12 @@ class Store:
         for role in sorted(set(roles)):
             if conn.scalar(select(t.roles.c.name).where(t.roles.c.name == role)) is None:
                 raise NotFoundError(f"no role {role!r}")
-            exists = conn.scalar(
-                select(t.grants.c.role).where(t.grants.c.principal_id == principal_id, t.grants.c.role == role)
+            added += insert_ignoring_duplicates(
+                conn,
+                t.grants,
+                {"principal_id": principal_id, "role": role, "created_at": now},
+                ["principal_id", "role"],
             )
-            if exists is None:
-                conn.execute(insert(t.grants).values(principal_id=principal_id, role=role, created_at=now))
-                added += 1
         return added
 
     def permissions_of(self, principal_id: str) -> frozenset[str]:
@@ -335,8 +345,9 @@ class Store:
 
     def revoke_access_token(self, jti: str, *, expires_at: int, now: int) -> None:
         with self._write() as conn:
-            if conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is None:
-                conn.execute(insert(t.revoked_tokens).values(jti=jti, expires_at=expires_at, revoked_at=now))
+            insert_ignoring_duplicates(
+                conn, t.revoked_tokens, {"jti": jti, "expires_at": expires_at, "revoked_at": now}, ["jti"]
+            )
             conn.execute(delete(t.revoked_tokens).where(t.revoked_tokens.c.expires_at < now - 3600))
 
     def is_access_token_revoked(self, jti: str) -> bool:
@@ -359,23 +370,26 @@ class Store:
         result: dict[str, ThrottleState] = {}
         with self._write() as conn:
             for key in keys:
-                row = conn.execute(select(tl).where(tl.c.key == key)).first()
+                # create-if-missing, then lock the row: two first failures at once must not collide
+                fresh = {"failures": 0, "window_started_at": 0, "lock_level": 0, "locked_until": 0}
+                insert_ignoring_duplicates(conn, tl, {"key": key, **fresh}, ["key"])
+                row = conn.execute(select(tl).where(tl.c.key == key).with_for_update()).one()
                 before = (
                     None
-                    if row is None
+                    if row.failures == 0 and row.lock_level == 0
                     else ThrottleState(row.key, row.failures, row.window_started_at, row.lock_level, row.locked_until)
                 )
                 after: ThrottleState = step(before)
-                values = {
-                    "failures": after.failures,
-                    "window_started_at": after.window_started_at,
-                    "lock_level": after.lock_level,
-                    "locked_until": after.locked_until,
-                }
-                if row is None:
-                    conn.execute(insert(tl).values(key=key, **values))
-                else:
-                    conn.execute(update(tl).where(and_(tl.c.key == key)).values(**values))
+                conn.execute(
+                    update(tl)
+                    .where(tl.c.key == key)
+                    .values(
+                        failures=after.failures,
+                        window_started_at=after.window_started_at,
+                        lock_level=after.lock_level,
+                        locked_until=after.locked_until,
+                    )
+                )
                 result[key] = after
         return result
 
