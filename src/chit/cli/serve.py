@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ import uvicorn
 from chit.cli.common import DatabaseUrl, DataDir, refusals, report_bootstrap
 from chit.server.config import DEFAULT_PORT, SETTINGS_ENV, build_settings
 from chit.server.limits import LimitedHttpToolsProtocol
+from chit.storage.keyfiles import KeyStore
 
 
 def serve(
@@ -38,6 +40,7 @@ def serve(
             signing_alg=signing_alg,
         )
         report_bootstrap(settings)
+        KeyStore(settings.data_dir, timedelta(seconds=settings.key_retention)).note_jwks_max_age(settings.jwks_max_age)
     os.environ[SETTINGS_ENV] = settings.to_env()
     typer.echo(f"chit auth server: issuer {settings.issuer}, data in {settings.data_dir}", err=True)
     uvicorn.run(

@@ -99,6 +99,8 @@ class _Reader:
         line = _line_of(self.text, section, key) if key else None
         if line is None and section is not None:
             line = _line_of(self.text, section, "")
+        if line is None and section is not None:  # an inline table: `roles = { ... }` at the top level
+            line = _line_of(self.text, None, section)
         label = f"{section}.{key}" if section and key else (section or key)
         return ManifestError(self.source, line, label, problem)
 

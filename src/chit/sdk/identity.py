@@ -144,11 +144,7 @@ class ServiceIdentity(httpx.Auth):
         started = self.clock()
         try:
             token_url = self.token_url or self._discover_sync()
-            if self._sync_http is not None:
-                response = self._sync_http.send(self._token_request(token_url))
-            else:
-                with httpx.Client(timeout=self.timeout) as client:
-                    response = client.send(self._token_request(token_url))
+            response = self._sync_send(self._token_request(token_url))
             return self._accept(response, started)
         except (httpx.HTTPError, FetchError) as exc:
             return self._failed(TokenRequestError("temporarily_unavailable", str(exc), 503), exc)
@@ -173,8 +169,7 @@ class ServiceIdentity(httpx.Auth):
 
     def _discover_sync(self) -> str:
         assert self.issuer is not None
-        with httpx.Client(timeout=self.timeout) as client:
-            response = client.get(self.issuer.rstrip("/") + DISCOVERY_PATH)
+        response = self._sync_send(httpx.Request("GET", self.issuer.rstrip("/") + DISCOVERY_PATH))
         if response.status_code != 200:
             raise FetchError(f"discovery answered {response.status_code}")
         try:
@@ -183,6 +178,12 @@ class ServiceIdentity(httpx.Auth):
             raise FetchError("discovery did not answer JSON") from exc
         self.token_url = self._token_endpoint(document)
         return self.token_url
+
+    def _sync_send(self, request: httpx.Request) -> httpx.Response:
+        if self._sync_http is not None:
+            return self._sync_http.send(request)
+        with httpx.Client(timeout=self.timeout) as client:
+            return client.send(request)
 
     def _token_endpoint(self, document: object) -> str:
         if not isinstance(document, dict) or document.get("issuer") != self.issuer:

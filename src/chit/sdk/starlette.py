@@ -1,12 +1,14 @@
 """Pure ASGI middleware for Starlette and any other ASGI framework.
 
-    app = BearerAuthMiddleware(app, verifier)                 # every request needs a valid token
-    app = BearerAuthMiddleware(app, verifier, required=False) # anonymous requests pass, principal None
+    app = Starlette(routes=..., middleware=[Middleware(BearerAuthMiddleware, verifier=verifier)])
+    app = BearerAuthMiddleware(any_asgi_app, verifier, required=False)  # anonymous requests pass too
 
 It reads the bearer token, verifies it, puts the principal in ``scope["chit.principal"]`` (read it
 with ``principal_of``) and in ``chit.sdk.context`` for the request, and answers RFC 6750 errors;
 an ``AuthError`` raised by the application before it started its response answers the same way.
-Routes check permissions themselves (``principal.require(...)``).
+Routes check permissions themselves (``principal.require(...)``). In Starlette, add it through
+``middleware=[...]``: wrapped around the whole app from outside it still authenticates, but an
+``AuthError`` from a route then meets Starlette's own 500 handler first.
 """
 
 from __future__ import annotations

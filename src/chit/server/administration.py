@@ -309,7 +309,9 @@ class Administration:
         server = self.server
         current = server.keys().ring.signing_key(server.now_datetime())
         algorithm = check_algorithm(alg) if alg else current.alg
-        delay = timedelta(0) if now else timedelta(seconds=server.settings.jwks_max_age)
+        # the server's max-age, not this process's: every cache must hold the key before it signs
+        max_age = max(server.settings.jwks_max_age, server.keystore.jwks_max_age())
+        delay = timedelta(0) if now else timedelta(seconds=max_age)
         key = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
         self._audit("keys.rotated", kid=key.kid, alg=key.alg, immediate=now)
         return {"kid": key.kid, "alg": key.alg, "signs_from": key.signs_from.isoformat(), "previous_kid": current.kid}

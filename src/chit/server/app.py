@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from chit.errors import ChitError, ConflictError, InvalidTokenError, NotFoundError, OAuth2Error
@@ -76,6 +77,14 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     return _json({"error": "invalid_request", "error_description": "; ".join(problems)}, 400)
 
 
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error = "not_found" if exc.status_code == 404 else "invalid_request"
+    return _json(
+        {"error": error, "error_description": str(exc.detail).lower()}, exc.status_code, dict(exc.headers or {})
+    )
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json({"error": "server_error"}, 500)
@@ -98,6 +107,7 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
             OAuth2Error: _oauth2_error,
             ChitError: _chit_error,
             RequestValidationError: _validation_error,
+            StarletteHTTPException: _http_error,
             Exception: _server_error,
         },
     )

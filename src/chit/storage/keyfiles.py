@@ -126,6 +126,17 @@ class KeyStore:
                     (self.dir / entry["file"]).unlink(missing_ok=True)
             return key
 
+    def note_jwks_max_age(self, seconds: int) -> None:
+        """Record how long the running server lets caches keep its JWKS, for ``chit keys rotate``."""
+        with self._locked():
+            manifest = self._read_manifest()
+            if manifest.get("jwks_max_age") != seconds:
+                self._write_manifest({**manifest, "jwks_max_age": seconds})
+
+    def jwks_max_age(self) -> int:
+        """The max-age the server last ran with (0 if unknown)."""
+        return int(self._read_manifest().get("jwks_max_age", 0))
+
     def load(self) -> LoadedKeys:
         manifest = self._read_manifest()
         ring = KeyRing.of(self._load_signing_keys(manifest), self.retention)
