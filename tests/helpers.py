@@ -127,3 +127,12 @@ def run_cli(*args: str, input: str | None = None) -> CliResult:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def register_services(server: ChitServer, directory: Path, services: dict[str, list[str]]) -> None:
+    """``chit service register`` a manifest per service, defining the given resource:action names."""
+    for service_id, permissions in services.items():
+        lines = [f'id = "{service_id}"', "", "[permissions]", *(f'"{p}" = "{p} (test)"' for p in permissions)]
+        manifest = directory / f"{service_id}.toml"
+        manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        server.cli_ok("service", "register", str(manifest))

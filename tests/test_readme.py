@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,9 +75,11 @@ def test_readme_snippets_run_against_a_fresh_server(tmp_path: Path) -> None:
         process.wait(timeout=10)
         log.close()
     first_token, service_token, inspect, services = outputs
-    assert '"access_token"' in first_token and '"scope":"chit:*:*"' in first_token
+    assert '"access_token"' in first_token
+    assert '"scope":"chit:*:*"' in first_token
     assert '"scope":"image-store:images:read image-store:images:read-any"' in service_token
-    assert "signature: valid" in inspect and "Published key" in inspect
+    assert "signature: valid" in inspect
+    assert "Published key" in inspect
     assert "Service tagging is registered and unchanged" in services
     assert "Granted image-store:owner to carol" in services
     assert "The audit log is intact" in services

@@ -16,7 +16,7 @@ import httpx
 import jwt
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client, OAuthError
-from helpers import ADMIN_PASSWORD, ChitServer, free_port
+from helpers import ADMIN_PASSWORD, ChitServer, free_port, register_services
 
 TOKEN_MEMBERS = {"access_token", "token_type", "expires_in", "scope"}
 PASSWORD = "correct horse battery staple"
@@ -34,15 +34,6 @@ SERVICES = {
     "free": ["a:read"],
     "loose": ["b:read", "b:write"],
 }
-
-
-def register_services(server: ChitServer, directory: Path, services: dict[str, list[str]]) -> None:
-    """``chit service register`` a manifest per service, defining the given resource:action names."""
-    for service_id, permissions in services.items():
-        lines = [f'id = "{service_id}"', "", "[permissions]", *(f'"{p}" = "{p} (test)"' for p in permissions)]
-        manifest = directory / f"{service_id}.toml"
-        manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        server.cli_ok("service", "register", str(manifest))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
-from helpers import ChitServer, free_port
+from helpers import ChitServer, free_port, register_services
 
 PASSWORD = "correct horse battery staple"
 
@@ -32,15 +32,6 @@ SERVICES = {
     "grow": ["a:read", "b:read"],
     "shrink": ["a:read", "b:read"],
 }
-
-
-def register_services(server: ChitServer, directory: Path, services: dict[str, list[str]]) -> None:
-    """``chit service register`` a manifest per service, defining the given resource:action names."""
-    for service_id, permissions in services.items():
-        lines = [f'id = "{service_id}"', "", "[permissions]", *(f'"{p}" = "{p} (test)"' for p in permissions)]
-        manifest = directory / f"{service_id}.toml"
-        manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        server.cli_ok("service", "register", str(manifest))
 
 
 @pytest.fixture(scope="module")

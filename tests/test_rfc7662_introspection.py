@@ -21,7 +21,7 @@ import pytest
 from authlib.integrations.httpx_client import OAuth2Client
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from helpers import ChitServer, free_port
+from helpers import ChitServer, free_port, register_services
 
 PASSWORD = "correct horse battery staple"
 INACTIVE = {"active": False}
@@ -32,15 +32,6 @@ REFRESH_MEMBERS = {"active", "client_id", "sub", "scope", "exp", "iat"}
 # The services whose permissions these tests grant: a permission no registered service defines
 # cannot be granted (DESIGN §4, service manifest).
 SERVICES = {"pics": ["images:read", "images:delete"], "tags": ["labels:write"]}
-
-
-def register_services(server: ChitServer, directory: Path, services: dict[str, list[str]]) -> None:
-    """``chit service register`` a manifest per service, defining the given resource:action names."""
-    for service_id, permissions in services.items():
-        lines = [f'id = "{service_id}"', "", "[permissions]", *(f'"{p}" = "{p} (test)"' for p in permissions)]
-        manifest = directory / f"{service_id}.toml"
-        manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        server.cli_ok("service", "register", str(manifest))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
-from helpers import ADMIN_PASSWORD, ChitServer, free_port
+from helpers import ADMIN_PASSWORD, ChitServer, free_port, register_services
 
 WELL_KNOWN = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 JWKS_PATH = "/.well-known/jwks.json"
@@ -35,15 +35,6 @@ PUBLIC_MEMBERS = {
 # The services whose permissions these tests grant: a permission no registered service defines
 # cannot be granted (DESIGN §4, service manifest).
 SERVICES = {"disc": ["items:read"]}
-
-
-def register_services(server: ChitServer, directory: Path, services: dict[str, list[str]]) -> None:
-    """``chit service register`` a manifest per service, defining the given resource:action names."""
-    for service_id, permissions in services.items():
-        lines = [f'id = "{service_id}"', "", "[permissions]", *(f'"{p}" = "{p} (test)"' for p in permissions)]
-        manifest = directory / f"{service_id}.toml"
-        manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        server.cli_ok("service", "register", str(manifest))
 
 
 @pytest.fixture(scope="module")
