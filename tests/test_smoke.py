@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import httpx
-
 from helpers import ChitServer
 
 MANIFEST = """

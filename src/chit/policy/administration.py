@@ -7,6 +7,8 @@
   permissions and nothing else.
 * Nobody grants a permission they do not hold or administer, except holders of ``chit:grants:write``
   (the super admin), who may grant any role: there is no other way up.
+* Granting a service admin permission is appointing a service admin: it takes ``chit:admins:write``,
+  even for a service admin who holds that permission.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 
-from chit.policy.permissions import CHIT_SERVICE, Permission, is_covered
+from chit.policy.permissions import CHIT_SERVICE, WILDCARD, Permission, is_covered
 
 CHIT_PERMISSIONS: Mapping[str, str] = {
     "chit:users:read": "List users",
@@ -44,6 +46,7 @@ def perm(text: str) -> Permission:
 
 
 GRANT_ANY = perm("chit:grants:write")
+APPOINT = perm("chit:admins:write")
 
 
 def service_admin_permission(service_id: str) -> Permission:
@@ -58,6 +61,15 @@ def holds(actor: Iterable[Permission], needed: str | Permission) -> bool:
     return is_covered(needed if isinstance(needed, Permission) else perm(needed), frozenset(actor))
 
 
+def appoints(p: Permission) -> bool:
+    """Whether holding ``p`` makes one a service admin (``chit:service.S:admin`` or a wildcard over it)."""
+    return (
+        p.service == CHIT_SERVICE
+        and p.action in ("admin", WILDCARD)
+        and (p.resource == WILDCARD or p.resource.startswith("service."))
+    )
+
+
 def ungrantable(actor: Iterable[Permission], permissions: Iterable[Permission]) -> list[str]:
     """The permissions ``actor`` may not hand to anyone (empty: it may grant them all)."""
     actor = frozenset(actor)
@@ -65,6 +77,9 @@ def ungrantable(actor: Iterable[Permission], permissions: Iterable[Permission]) 
         return []
     refused = []
     for p in sorted(set(permissions)):
+        if appoints(p) and not is_covered(APPOINT, actor):
+            refused.append(str(p))
+            continue
         if is_covered(p, actor):
             continue
         if p.service != CHIT_SERVICE and is_covered(service_admin_permission(p.service), actor):

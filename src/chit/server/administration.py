@@ -20,6 +20,7 @@ from chit.policy.permissions import Permission, intersect, parse_all
 from chit.server.audit import AuditEvent
 from chit.server.authserver import AuthServer
 from chit.server.credentials import check_new_password, format_api_key, hash_password, hash_secret, new_secret
+from chit.server.endpoints.token import KNOWN_GRANT_TYPES
 from chit.storage.records import ApiKeyRecord, Client, Registration, User, new_id
 
 OPERATOR_SUBJECT = "operator"
@@ -207,6 +208,9 @@ class Administration:
             raise RefusedError("a public client cannot use client_credentials: it has no secret to authenticate with")
         if not grant_types:
             raise RefusedError("a client needs at least one grant")
+        unknown = sorted(set(grant_types) - KNOWN_GRANT_TYPES)
+        if unknown:
+            raise RefusedError(f"unknown grant {unknown[0]!r}; choose from {', '.join(sorted(KNOWN_GRANT_TYPES))}")
         if scope is not None:
             perms = parse_all(scope)
             self._check_defined(perms)
@@ -313,5 +317,6 @@ class Administration:
         max_age = max(server.settings.jwks_max_age, server.keystore.jwks_max_age())
         delay = timedelta(0) if now else timedelta(seconds=max_age)
         key = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
+        server.keys(reload=True)  # published at once, in this process too
         self._audit("keys.rotated", kid=key.kid, alg=key.alg, immediate=now)
         return {"kid": key.kid, "alg": key.alg, "signs_from": key.signs_from.isoformat(), "previous_kid": current.kid}

@@ -13,6 +13,8 @@ Secrets never reach this module: callers pass ids, never tokens or passwords.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -97,12 +99,29 @@ class AuditWriteError(ChitError):
 
 
 class _Pending:
-    __slots__ = ("done", "error", "row")
+    __slots__ = ("done", "error", "future", "row")
 
-    def __init__(self, row: dict[str, Any]) -> None:
+    def __init__(self, row: dict[str, Any], future: asyncio.Future[None] | None = None) -> None:
         self.row = row
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self.future = future  # set when an event loop waits, instead of a thread
+
+    def finish(self, error: BaseException | None) -> None:
+        self.error = error
+        self.done.set()
+        if self.future is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                self.future.get_loop().call_soon_threadsafe(_settle, self.future, error)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(AuditWriteError("the audit log could not be written"))
 
 
 class AuditLog:
@@ -127,6 +146,19 @@ class AuditLog:
             if item.error is not None:
                 raise AuditWriteError("the audit log could not be written") from item.error
 
+    async def record_async(self, *events: AuditEvent) -> None:
+        """``record`` for async code: the event loop waits for the commit without holding a thread."""
+        if not events:
+            return
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(_row(e, self._now_us()), loop.create_future()) for e in events]
+        self._ensure_writer()
+        for item in pending:
+            self._queue.put(item)
+        for item in pending:
+            assert item.future is not None
+            await item.future
+
     def record_now(self, *events: AuditEvent) -> None:
         """Append events in the caller's thread (the CLI: one short-lived process, no writer thread)."""
         self.store.append_audit([_row(e, self._now_us()) for e in events], chain_hash)
@@ -147,14 +179,14 @@ class AuditLog:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            error: BaseException | None = None
             try:
                 self.store.append_audit([p.row for p in batch], chain_hash)
             except Exception as exc:  # every waiter must learn of it; the loop must live on
                 log.error("audit write failed for %d events", len(batch), exc_info=exc)
-                for item in batch:
-                    item.error = exc
+                error = exc
             for item in batch:
-                item.done.set()
+                item.finish(error)
 
 
 @dataclass(frozen=True)

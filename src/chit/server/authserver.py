@@ -56,10 +56,11 @@ class AuthServer:
     def now_datetime(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def keys(self) -> LoadedKeys:
-        """The current key set, re-read when the key files changed (checked at most once a second)."""
+    def keys(self, *, reload: bool = False) -> LoadedKeys:
+        """The current key set, re-read when the key files changed (checked at most once a second,
+        or now with ``reload``: after this process rotated them)."""
         monotonic = time.monotonic()
-        if self._keys is not None and monotonic - self._keys_checked < KEY_RELOAD_INTERVAL:
+        if not reload and self._keys is not None and monotonic - self._keys_checked < KEY_RELOAD_INTERVAL:
             return self._keys
         with self._keys_lock:
             stamp = self.keystore.stamp()
@@ -117,7 +118,10 @@ class AuthServer:
             return False
         if claims.sub != client.id:
             user = store.user_by_id(claims.sub)
-            if user is None or user.disabled:
+            if user is None:  # a service account's API key, exchanged by another client (the edge)
+                account = store.client_by_pk(claims.sub)
+                return account is not None and not account.disabled
+            if user.disabled:
                 return False
         return True
 

@@ -15,7 +15,6 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlalchemy.pool import NullPool
 
 from chit.errors import ConfigurationError
 
@@ -36,7 +35,8 @@ def create_database_engine(url: str) -> Engine:
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise ConfigurationError("SQLite needs a file: sqlite:///path/to/chit.db")
-        engine = create_engine(parsed, poolclass=NullPool if _is_shared_cache(parsed.database) else None)
+        # as many connections as threads may ask at once: a connection past the pool is reopened every time
+        engine = create_engine(parsed, pool_size=16, max_overflow=16)
         _configure_sqlite(engine)
         return engine
     if backend == "postgresql":
@@ -47,10 +47,6 @@ def create_database_engine(url: str) -> Engine:
         except NoSuchModuleError as exc:
             raise ConfigurationError(f"unsupported PostgreSQL driver in {url!r}; use postgresql+psycopg") from exc
     raise ConfigurationError(f"unsupported database {backend!r}: use sqlite:///FILE or postgresql://...")
-
-
-def _is_shared_cache(database: str) -> bool:
-    return database.startswith("file:")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -66,8 +62,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        immediate = connection.get_execution_options().get("chit_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get("chit_write", False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif not options.get("chit_read", False):
+            connection.exec_driver_sql("BEGIN")
+        # a read runs its statements in autocommit: no BEGIN/COMMIT round for a lookup
 
 
 def alembic_config(engine: Engine) -> Config:

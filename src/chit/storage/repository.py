@@ -66,8 +66,10 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        with self.engine.connect() as conn:
+            conn.execution_options(chit_read=True)
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

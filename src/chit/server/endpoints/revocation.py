@@ -23,7 +23,15 @@ class RevocationEndpoint:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
 
-    def handle(self, body: bytes, *, content_type: str | None, authorization: str | None) -> None:
+    def handle(
+        self,
+        body: bytes,
+        *,
+        content_type: str | None,
+        authorization: str | None,
+        source: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
         check_content_type(content_type)
         params = parse_form(body)
         client = authenticate_client(self.server.store, params, authorization)
@@ -31,11 +39,11 @@ class RevocationEndpoint:
         if token is None:
             raise InvalidRequestError("missing parameter token")
         if token.count(".") == 2:
-            self._access_token(token, client)
+            self._access_token(token, client, source, request_id)
         else:
-            self._refresh_token(token, client)
+            self._refresh_token(token, client, source, request_id)
 
-    def _refresh_token(self, token: str, client: Client) -> None:
+    def _refresh_token(self, token: str, client: Client, source: str | None, request_id: str | None) -> None:
         record = self.server.store.find_refresh(hash_secret(token))
         if record is None:
             return
@@ -48,11 +56,13 @@ class RevocationEndpoint:
                     client_id=client.client_id,
                     subject=record.user_id,
                     token_id=record.family_id,
+                    source=source,
+                    request_id=request_id,
                     detail={"via": "revocation endpoint"},
                 )
             )
 
-    def _access_token(self, token: str, client: Client) -> None:
+    def _access_token(self, token: str, client: Client, source: str | None, request_id: str | None) -> None:
         try:
             claims = self.server.decode_own_access_token(token)
         except InvalidTokenError:
@@ -66,6 +76,8 @@ class RevocationEndpoint:
                 client_id=client.client_id,
                 subject=claims.sub,
                 token_id=claims.jti,
+                source=source,
+                request_id=request_id,
                 detail={"via": "revocation endpoint"},
             )
         )

@@ -5,6 +5,7 @@ Every request that names a client leaves an audit event: ``token.issued`` or ``t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from chit.errors import (
@@ -38,27 +39,30 @@ class TokenEndpoint:
     def grant_types(self) -> list[str]:
         return sorted(self.grants)
 
-    def handle(
-        self, body: bytes, *, content_type: str | None, authorization: str | None, source: str, request_id: str = ""
-    ) -> dict[str, Any]:
+    def parse(self, body: bytes, content_type: str | None) -> tuple[dict[str, str], str]:
+        """The form and its grant type: cheap, pure work, done before any thread or database."""
         check_content_type(content_type)
         params = parse_form(body)
         grant_type = params.get("grant_type")
         if grant_type is None:
             raise InvalidRequestError("missing parameter grant_type")
+        return params, grant_type
+
+    def issue(
+        self, params: dict[str, str], grant_type: str, *, authorization: str | None, source: str, request_id: str = ""
+    ) -> TokenOutcome:
+        """Authenticate the client and run the grant; the caller records ``events`` before answering."""
         try:
             client = authenticate_client(self.server.store, params, authorization)
         except InvalidClientError as exc:
-            self.server.audit.record(
-                AuditEvent(
-                    "token.refused",
-                    FAILURE,
-                    source=source,
-                    request_id=request_id,
-                    detail={"grant_type": grant_type[:80], "error": exc.error},
-                )
+            refused = AuditEvent(
+                "token.refused",
+                FAILURE,
+                source=source,
+                request_id=request_id,
+                detail={"grant_type": grant_type[:80], "error": exc.error},
             )
-            raise
+            return TokenOutcome(None, exc, [refused])
         request = TokenRequest(params, client, source, request_id)
         try:
             grant = self.grants.get(grant_type)
@@ -69,8 +73,7 @@ class TokenEndpoint:
             issued = grant.issue(request)
         except OAuth2Error as exc:
             request.event("token.refused", FAILURE, detail={"grant_type": grant_type[:80], "error": exc.error})
-            self.server.audit.record(*request.events)
-            raise
+            return TokenOutcome(None, exc, request.events)
         claims = issued.access.claims
         request.event(
             "token.issued",
@@ -79,5 +82,26 @@ class TokenEndpoint:
             token_id=claims.jti,
             detail={"grant_type": grant_type, "scope": " ".join(claims.scope), "session": claims.sid},
         )
-        self.server.audit.record(*request.events)
-        return issued.response()
+        return TokenOutcome(issued.response(), None, request.events)
+
+    def handle(
+        self, body: bytes, *, content_type: str | None, authorization: str | None, source: str, request_id: str = ""
+    ) -> dict[str, Any]:
+        """The whole endpoint in the caller's thread (tests and tools; the app splits it up)."""
+        params, grant_type = self.parse(body, content_type)
+        outcome = self.issue(params, grant_type, authorization=authorization, source=source, request_id=request_id)
+        self.server.audit.record(*outcome.events)
+        return outcome.result()
+
+
+@dataclass
+class TokenOutcome:
+    body: dict[str, Any] | None
+    error: OAuth2Error | None
+    events: list[AuditEvent]
+
+    def result(self) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        assert self.body is not None
+        return self.body
