@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -60,6 +60,16 @@ def insert_ignoring_duplicates(conn: Connection, table: Table, values: dict[str,
     return 0 if conn.execute(statement.returning(table.c[keys[0]])).first() is None else 1
 
 
+# The statements of the token endpoint's hot path, built once: building a select costs more than running it.
+_CLIENT_BY_CLIENT_ID = select(t.clients).where(t.clients.c.client_id == bindparam("client_id"))
+_USER_BY_NAME = select(t.users).where(t.users.c.username_key == bindparam("username_key"))
+_PERMISSIONS_OF = (
+    select(t.role_permissions.c.permission)
+    .join(t.grants, t.grants.c.role == t.role_permissions.c.role)
+    .where(t.grants.c.principal_id == bindparam("principal_id"))
+)
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -103,7 +113,7 @@ class Store:
 
     def user_by_username(self, username: str) -> User | None:
         with self._read() as conn:
-            row = conn.execute(select(t.users).where(t.users.c.username_key == username.casefold())).first()
+            row = conn.execute(_USER_BY_NAME, {"username_key": username.casefold()}).first()
         return None if row is None else _user(row)
 
     def user_by_id(self, user_id: str) -> User | None:
@@ -178,7 +188,7 @@ class Store:
 
     def client_by_client_id(self, client_id: str) -> Client | None:
         with self._read() as conn:
-            row = conn.execute(select(t.clients).where(t.clients.c.client_id == client_id)).first()
+            row = conn.execute(_CLIENT_BY_CLIENT_ID, {"client_id": client_id}).first()
         return None if row is None else _client(row)
 
     def client_by_pk(self, pk: str) -> Client | None:
@@ -224,13 +234,8 @@ class Store:
 
     def permissions_of(self, principal_id: str) -> frozenset[str]:
         """What the roles granted to a user or client add up to."""
-        query = (
-            select(t.role_permissions.c.permission)
-            .join(t.grants, t.grants.c.role == t.role_permissions.c.role)
-            .where(t.grants.c.principal_id == principal_id)
-        )
         with self._read() as conn:
-            return frozenset(conn.scalars(query))
+            return frozenset(conn.scalars(_PERMISSIONS_OF, {"principal_id": principal_id}))
 
     # refresh tokens (RFC 6749 §6) --------------------------------------------------------------
 
