@@ -118,25 +118,29 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     app.state.auth_server = server
     # Few threads for the grants: each holds the GIL for its CPU work, so more only add hand-offs.
     grant_threads = anyio.CapacityLimiter(GRANT_THREADS)
+    inline_reads = server.store.engine.dialect.name == "sqlite"
     login_threads = anyio.CapacityLimiter(LOGIN_THREADS)
 
     @app.post(TOKEN_PATH, tags=["oauth2"], summary="Token endpoint (RFC 6749 §3.2)")
     async def token(request: Request) -> Response:
         params, grant_type = token_endpoint.parse(await request.body(), request.headers.get("content-type"))
         request_id = request_id_from(request.headers.get("x-request-id"))
-        # Argon2 logins get their own threads so that they never hold up the cheap grants.
-        limiter = login_threads if grant_type == "password" else grant_threads
-        outcome = await anyio.to_thread.run_sync(
-            functools.partial(
-                token_endpoint.issue,
-                params,
-                grant_type,
-                authorization=request.headers.get("authorization"),
-                source=_source(request),
-                request_id=request_id,
-            ),
-            limiter=limiter,
+        issue = functools.partial(
+            token_endpoint.issue,
+            params,
+            grant_type,
+            authorization=request.headers.get("authorization"),
+            source=_source(request),
+            request_id=request_id,
         )
+        if grant_type == "password":  # Argon2: its own threads, so that logins never hold up the cheap grants
+            outcome = await anyio.to_thread.run_sync(issue, limiter=login_threads)
+        elif grant_type == "client_credentials" and inline_reads:
+            # two lookups in an embedded SQLite file cost less than handing the work to a thread;
+            # grants that write (refresh, exchange) stay off the loop: a write may wait for the lock
+            outcome = issue()
+        else:
+            outcome = await anyio.to_thread.run_sync(issue, limiter=grant_threads)
         await server.audit.record_async(*outcome.events)
         return _json(outcome.result(), headers={"X-Request-ID": request_id})
 
