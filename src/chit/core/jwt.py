@@ -124,15 +124,10 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 # --- Verification for resource servers: keys from a JWKS, one precomputed decoder ---------------------
 
-_SIGNATURE_CHECKED_TYPES = {
-    "RS256": "RSA",
-    "ES256": "EC",
-    "EdDSA": "OKP",
-}
+_KEY_TYPES = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}  # the JWK kty each allowed algorithm needs
 _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _B64URL = re.compile(r"[A-Za-z0-9_-]*\Z")
-# The last character of an unpadded segment may only carry zero bits beyond the data (RFC 4648 §3.5),
-# so that one token has one spelling.
+# unused low bits of the last character must be zero (RFC 4648 §3.5): one token, one spelling
 _CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
 MAX_HEADER_SIZE = 1024
 
@@ -168,7 +163,7 @@ class VerificationKey:
 def verification_key(kid: str, alg: str, key: PublicKey) -> VerificationKey:
     """A verification key for a public key already in hand (tests, pinned keys)."""
     algorithm = get_default_algorithms().get(alg)
-    if algorithm is None or alg not in _SIGNATURE_CHECKED_TYPES:
+    if algorithm is None or alg not in _KEY_TYPES:
         raise JwksError(f"unsupported algorithm {alg!r}")
     _check_key_type(alg, key)
     return VerificationKey(kid, alg, key, algorithm)
@@ -201,7 +196,7 @@ def parse_jwk(jwk: Mapping[str, Any], *, algorithms: Collection[str] = ALGORITHM
     alg = jwk.get("alg")
     if alg is None:
         alg = {"RSA": "RS256", "EC": "ES256"}.get(str(kty), "EdDSA" if jwk.get("crv") == "Ed25519" else None)
-    if not isinstance(alg, str) or alg not in algorithms or _SIGNATURE_CHECKED_TYPES.get(alg) != kty:
+    if not isinstance(alg, str) or alg not in algorithms or _KEY_TYPES.get(alg) != kty:
         raise JwksError(f"key {kid} has an algorithm or key type that is not allowed")
     try:
         key = jwt.PyJWK(dict(jwk), algorithm=alg).key
@@ -274,9 +269,9 @@ class AccessTokenDecoder:
     ) -> None:
         if not isinstance(audience, str) or not audience:
             raise TypeError("audience must be a non-empty string")
-        unknown = set(algorithms) - set(_SIGNATURE_CHECKED_TYPES)
+        unknown = set(algorithms) - set(_KEY_TYPES)
         if unknown or not algorithms:
-            raise ValueError(f"algorithms must be a non-empty subset of {sorted(_SIGNATURE_CHECKED_TYPES)}")
+            raise ValueError(f"algorithms must be a non-empty subset of {sorted(_KEY_TYPES)}")
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway

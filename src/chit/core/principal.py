@@ -73,19 +73,9 @@ class Principal:
     def __post_init__(self) -> None:
         if self.expires_at.tzinfo is None:
             raise ValueError("expires_at must be an aware datetime")
-        exact: set[str] = set()
-        wildcards: list[Permission] = []
-        for text in self.permissions:
-            try:
-                permission = _parse(text)
-            except InvalidPermissionError:
-                continue  # a malformed grant is never honoured
-            if permission.resource == WILDCARD or permission.action == WILDCARD:
-                wildcards.append(permission)
-            else:
-                exact.add(text)
-        object.__setattr__(self, "_exact", frozenset(exact))
-        object.__setattr__(self, "_wildcards", tuple(wildcards))
+        exact, wildcards = _classify(self.permissions)
+        object.__setattr__(self, "_exact", exact)
+        object.__setattr__(self, "_wildcards", wildcards)
 
     @property
     def actor(self) -> Actor | None:
@@ -143,6 +133,23 @@ class Principal:
         actor = self.actor
         who = f"acting service {actor.name}" if actor else f"{self.subject} (client {self.client_id})"
         return f"missing {permission}; {who} may not {action}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _classify(permissions: frozenset[str]) -> tuple[frozenset[str], tuple[Permission, ...]]:
+    """Exact grants and wildcard grants; many principals share one permission set, so once per set."""
+    exact: set[str] = set()
+    wildcards: list[Permission] = []
+    for text in permissions:
+        try:
+            permission = _parse(text)
+        except InvalidPermissionError:
+            continue  # a malformed grant is never honoured
+        if permission.resource == WILDCARD or permission.action == WILDCARD:
+            wildcards.append(permission)
+        else:
+            exact.add(text)
+    return frozenset(exact), tuple(wildcards)
 
 
 def actors_from_claim(act: Mapping[str, Any] | None) -> tuple[Actor, ...]:

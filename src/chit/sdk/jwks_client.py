@@ -5,7 +5,10 @@ Rules (DESIGN §4, SDK contract):
 * keys are fetched on first need, through ``/.well-known/openid-configuration`` (whose ``issuer`` must
   be exactly the configured one) unless a ``jwks_uri`` is given;
 * the JWKS is kept for its ``Cache-Control: max-age`` (at least the cool-down, at most one hour,
-  five minutes when it says nothing); a stale set keeps serving while one background fetch renews it;
+  five minutes when it says nothing); from three quarters of that age on, a request starts one
+  background fetch and the keys in hand keep serving meanwhile. Renewing early is what lets a key
+  that the server published and will sign with once max-age has passed be known before its first
+  token arrives (``chit keys rotate``);
 * an unknown ``kid`` triggers a refetch at most once per cool-down (10 s), whoever asks;
 * a failed fetch, an error status, a body that is not JSON or a JWKS with no usable key never
   replaces the keys in hand: the last known good keys keep serving while the auth server is down;
@@ -16,6 +19,7 @@ Rules (DESIGN §4, SDK contract):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import ssl
@@ -39,6 +43,7 @@ REFRESH_COOLDOWN = 10.0
 FIRST_LOAD_RETRY = 1.0  # while no key was ever obtained, try again sooner than the cool-down
 FETCH_TIMEOUT = 5.0
 MAX_DOCUMENT_SIZE = 512 * 1024
+RENEW_AT = 0.75  # of the keys' lifetime: renew before a scheduled key starts signing
 
 
 class KeysUnavailableError(ChitError):
@@ -108,14 +113,26 @@ class HttpGetter:
             raise FetchError(f"{url} did not answer JSON") from exc
 
 
-def _check_url(url: object, issuer: str) -> str:
+def is_secure_url(url: str) -> bool:
+    """https, or plain http to a loopback host (development and tests), as the server's issuer rule."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(url: object) -> str:
     if not isinstance(url, str):
         raise FetchError("discovery has no jwks_uri")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError(f"jwks_uri {url!r} is not an http(s) URL")
-    if parts.scheme == "http" and urlsplit(issuer).scheme == "https":
-        raise FetchError(f"jwks_uri {url!r} is not https")
+    if not is_secure_url(url):
+        raise FetchError(f"jwks_uri {url[:200]!r} is not https")
     return url
 
 
@@ -133,6 +150,10 @@ class JwksClient:
         clock: Callable[[], float],
         on_keys_removed: Callable[[], None] | None = None,
     ) -> None:
+        for url in (issuer, jwks_uri):
+            if url is not None and not is_secure_url(url):
+                # keys fetched in clear text can be swapped on the way, and every token forged with them
+                raise ValueError(f"{url!r} must be https (plain http only on loopback hosts)")
         self.issuer = issuer
         self.algorithms = tuple(algorithms)
         self.max_age_cap = max_age_cap
@@ -144,7 +165,7 @@ class JwksClient:
         self._jwks_uri = jwks_uri
         self._keys: Mapping[str, VerificationKey] = {}
         self._loaded = False
-        self._expires_at = 0.0
+        self._renew_at = 0.0
         self._last_attempt: float | None = None
         self._inflight: asyncio.Task[bool] | None = None
         self.fetches = 0  # attempts, for tests and metrics
@@ -167,10 +188,11 @@ class JwksClient:
         wait = self.refresh_cooldown if self._loaded else min(self.refresh_cooldown, FIRST_LOAD_RETRY)
         return now - self._last_attempt >= wait
 
-    def refresh_if_stale(self) -> None:
-        """Renew stale keys in the background; the keys in hand keep serving meanwhile."""
-        now = self.clock()
-        if self._loaded and now >= self._expires_at and self._cooled_down(now):
+    def refresh_if_stale(self, now: float | None = None) -> None:
+        """Renew aging keys in the background; the keys in hand keep serving meanwhile."""
+        if now is None:
+            now = self.clock()
+        if now >= self._renew_at and self._loaded and self._cooled_down(now):
             self._start_fetch()
 
     async def refresh_for_unknown_kid(self, kid: str) -> bool:
@@ -210,7 +232,7 @@ class JwksClient:
         document, _ = await self._getter.get_json(self.issuer.rstrip("/") + DISCOVERY_PATH)
         if not isinstance(document, dict) or document.get("issuer") != self.issuer:
             raise FetchError(f"discovery document is not {self.issuer}'s")
-        self._jwks_uri = _check_url(document.get("jwks_uri"), self.issuer)
+        self._jwks_uri = _check_url(document.get("jwks_uri"))
         return self._jwks_uri
 
     async def _fetch(self) -> bool:
@@ -232,14 +254,14 @@ class JwksClient:
                 len(self._keys),
             )
             if self._loaded:
-                self._expires_at = now + self.refresh_cooldown
+                self._renew_at = now + self.refresh_cooldown
             return False
         age = max_age(cache_control)
         ttl = DEFAULT_MAX_AGE if age is None else age
         removed = not set(self._keys) <= set(keys)
         self._keys = keys
         self._loaded = True
-        self._expires_at = now + min(max(ttl, self.refresh_cooldown), self.max_age_cap)
+        self._renew_at = now + RENEW_AT * min(max(ttl, self.refresh_cooldown), self.max_age_cap)
         self.last_error = None
         if removed and self.on_keys_removed is not None:
             self.on_keys_removed()

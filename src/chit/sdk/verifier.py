@@ -11,6 +11,7 @@ add hand-off cost. Adapters (``chit.sdk.fastapi``, ``chit.sdk.starlette``) only 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from types import TracebackType
@@ -28,6 +29,7 @@ from chit.sdk.jwks_client import FETCH_TIMEOUT, MAX_AGE_CAP, REFRESH_COOLDOWN, J
 from chit.sdk.revocation import RevocationCheck
 
 TOKEN_ENDPOINT_PATH = "/oauth2/token"
+_WHITESPACE = re.compile(r"\s")
 
 
 class MissingTokenError(AuthError):
@@ -59,7 +61,7 @@ def bearer_token(authorization: Sequence[str]) -> str:
     token = value.strip()
     if not token:
         raise InvalidBearerRequestError("empty bearer token")
-    if any(c.isspace() for c in token):
+    if _WHITESPACE.search(token):
         raise InvalidBearerRequestError("malformed bearer token")
     return token
 
@@ -165,14 +167,14 @@ class TokenVerifier:
 
         May raise ``KeysUnavailableError`` while no signing key was ever obtained from the issuer."""
         now = self.clock()
+        jwks = self.jwks
+        jwks.refresh_if_stale(now)  # also on cache hits: a withdrawn key must empty the cache
         cache = self.cache
         if cache is not None:
             principal = cache.get(token, now)
             if principal is not None:
                 self._check_revocation(principal, token)
                 return principal
-        jwks = self.jwks
-        jwks.refresh_if_stale()
         try:
             try:
                 claims = self.decoder.decode(token, jwks.find, now)
@@ -203,12 +205,6 @@ class TokenVerifier:
         """Require every permission (``InsufficientScopeError`` naming the first one missing)."""
         for permission in permissions:
             principal.require(permission)
-
-    async def authenticate(self, authorization: Sequence[str], permissions: Iterable[str] = ()) -> Principal:
-        """Bearer header values to an authorized principal: what every adapter does per request."""
-        principal = await self.verify(bearer_token(authorization))
-        self.authorize(principal, permissions)
-        return principal
 
     async def aclose(self) -> None:
         """Stop a background key fetch; the verifier stays usable (a later call fetches again)."""

@@ -1,0 +1,331 @@
+"""Benchmark: a FastAPI endpoint behind the chit dependency against the same endpoint without auth.
+
+This starts, each on a free port on 127.0.0.1:
+
+* ``chit serve`` (RS256, the default) on a fresh temporary data directory, with the service
+  ``image-store`` registered and one client whose client-credentials token is the one every
+  request carries;
+* this module's app (``create_app``) on uvicorn with the same settings as ``chit serve`` (httptools,
+  uvloop, no access log, one worker). Its endpoints return the same small JSON body:
+
+  - ``/open``: no authentication at all;
+  - ``/chit``: ``Security(verifier, scopes=["image-store:images:read"])``, the verified-token cache on
+    (the default): the same token on every request, as a client reusing its token sends it;
+  - ``/chit-nocache``: the same dependency with the cache off: a full verification per request;
+  - ``/pyjwt``: a naive ``async def`` dependency around ``jwt.decode`` with the key parsed once
+    (the reference from notes/performance.md);
+  - ``/noop-dependency``, ``/noop-yield-dependency``, ``/noop-security-yield``: an ``async def``
+    dependency that returns a constant; one that yields it; one that yields it through
+    ``Security(..., scopes=[...])`` with the ``SecurityScopes`` and ``Request`` parameters, the chit
+    dependency's exact shape: what FastAPI's dependency machinery costs by itself, with no token work
+    at all (the chit dependency yields so that an ``AuthError`` raised in the route body comes back
+    through it).
+
+Each endpoint is checked once (200 with the token; 401 without it for the protected ones), then
+driven by ``wrk -t1 -c32`` for ``--rounds`` rounds of ``--duration`` seconds, the endpoints
+interleaved in every round. Requests/s count 2xx answers only; anything else is reported. Every
+process started here is stopped at the end, also on failure or Ctrl-C.
+
+    /work/venv/bin/python bench/sdk_endpoint.py            # about 2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from benchinfo import chit_source, load_average, versions
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.security import SecurityScopes
+
+from chit import Principal, Verifier
+
+HOST = "127.0.0.1"
+AUDIENCE = "image-store"
+PERMISSION = "image-store:images:read"
+ENDPOINTS = (
+    "/open",
+    "/chit",
+    "/chit-nocache",
+    "/pyjwt",
+    "/noop-dependency",
+    "/noop-yield-dependency",
+    "/noop-security-yield",
+)
+TIMES = "\u00d7"
+MANIFEST = """
+id = "image-store"
+description = "Users' images"
+
+[permissions]
+"images:read" = "Read an image"
+"""
+
+
+def create_app() -> Any:
+    """The benchmarked service (uvicorn factory); the issuer comes from ``BENCH_ISSUER``."""
+    issuer = os.environ["BENCH_ISSUER"]
+    verifier = Verifier(issuer, AUDIENCE)
+    uncached = Verifier(issuer, AUDIENCE, cache_size=0)
+    jwks = httpx.get(issuer + "/.well-known/jwks.json").json()
+    keys = {k["kid"]: jwt.PyJWK(k).key for k in jwks["keys"]}
+
+    async def pyjwt_dependency(request: Request) -> dict[str, Any]:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
+        try:
+            kid = jwt.get_unverified_header(token)["kid"]
+            claims: dict[str, Any] = jwt.decode(
+                token, keys[kid], algorithms=["RS256"], audience=AUDIENCE, issuer=issuer
+            )
+        except (jwt.PyJWTError, KeyError) as exc:
+            raise HTTPException(401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+        if PERMISSION not in claims["scope"].split():
+            raise HTTPException(403, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
+        return claims
+
+    async def noop() -> str:
+        return "x"
+
+    async def noop_yield() -> AsyncIterator[str]:
+        yield "x"
+
+    async def noop_security_yield(security_scopes: SecurityScopes, request: Request) -> AsyncIterator[str]:
+        yield "x"
+
+    app = FastAPI()
+
+    @app.get("/noop-security-yield")
+    async def noop_security_endpoint(value: str = Security(noop_security_yield, scopes=[PERMISSION])) -> dict[str, str]:
+        return {"id": "1", "owner": "usr_1"}
+
+    @app.get("/noop-dependency")
+    async def noop_endpoint(value: str = Depends(noop)) -> dict[str, str]:
+        return {"id": "1", "owner": "usr_1"}
+
+    @app.get("/noop-yield-dependency")
+    async def noop_yield_endpoint(value: str = Depends(noop_yield)) -> dict[str, str]:
+        return {"id": "1", "owner": "usr_1"}
+
+    @app.get("/open")
+    async def open_endpoint() -> dict[str, str]:
+        return {"id": "1", "owner": "usr_1"}
+
+    @app.get("/chit")
+    async def chit_endpoint(principal: Principal = Security(verifier, scopes=[PERMISSION])) -> dict[str, str]:  # noqa: B008
+        return {"id": "1", "owner": "usr_1"}
+
+    @app.get("/chit-nocache")
+    async def chit_nocache(principal: Principal = Security(uncached, scopes=[PERMISSION])) -> dict[str, str]:  # noqa: B008
+        return {"id": "1", "owner": "usr_1"}
+
+    @app.get("/pyjwt")
+    async def pyjwt_endpoint(claims: dict[str, Any] = Depends(pyjwt_dependency)) -> dict[str, str]:  # noqa: B008
+        return {"id": "1", "owner": "usr_1"}
+
+    return app
+
+
+# --- the driver -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited:\n{log.read_text(errors='replace')}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up:\n{log.read_text(errors='replace')}")
+
+
+@contextlib.contextmanager
+def started(command: list[str], env: dict[str, str], health_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(health_url, process, log)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def chit_cli(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-m", "chit", *args], env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"chit {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (the single uvicorn worker)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, token: str, duration: float, connections: int, pid: int) -> dict[str, float]:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{int(duration)}s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {token}",
+        url,
+    ]
+    cpu_before = process_cpu_seconds(pid)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    cpu = process_cpu_seconds(pid) - cpu_before
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed on {url}:\n{done.stdout}\n{done.stderr}")
+    out = done.stdout
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    seconds = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = int(non_2xx.group(1)) if non_2xx else 0
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "rps": (total - bad) / seconds,
+        "cpu_us": cpu / max(total, 1) * 1e6,
+        "non_2xx": bad,
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    load_before = load_average()
+
+    with tempfile.TemporaryDirectory(prefix="chit-bench-") as tmp:
+        root = Path(tmp)
+        data = root / "data"
+        env = {**os.environ, "CHIT_ADMIN_PASSWORD": "bench-admin-password", "CHIT_DATA_DIR": str(data)}
+        server_port, app_port = free_port(), free_port()
+        issuer = f"http://{HOST}:{server_port}"
+        serve = [sys.executable, "-m", "chit", "serve", "--port", str(server_port)]
+        with started(serve, env, issuer + "/healthz", root / "serve.log"):
+            manifest = root / "image-store.toml"
+            manifest.write_text(MANIFEST)
+            chit_cli("service", "register", str(manifest), env=env)
+            created = chit_cli("client", "add", "bench", "--scope", PERMISSION, "--json", env=env)
+            secret = re.search(r'"client_secret": "([^"]+)"', created).group(1)  # type: ignore[union-attr]
+            response = httpx.post(
+                issuer + "/oauth2/token", data={"grant_type": "client_credentials"}, auth=("bench", secret)
+            )
+            response.raise_for_status()
+            token = response.json()["access_token"]
+
+            app_env = {**env, "BENCH_ISSUER": issuer}
+            uvicorn = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "sdk_endpoint:create_app",
+                "--factory",
+                "--app-dir",
+                str(Path(__file__).resolve().parent),
+                "--host",
+                HOST,
+                "--port",
+                str(app_port),
+                "--workers",
+                "1",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
+            base = f"http://{HOST}:{app_port}"
+            with started(uvicorn, app_env, base + "/open", root / "app.log") as app_process:
+                for path in ENDPOINTS:
+                    ok = httpx.get(base + path, headers={"Authorization": f"Bearer {token}"})
+                    assert ok.status_code == 200, (path, ok.status_code, ok.text)
+                    if path.startswith(("/chit", "/pyjwt")):
+                        assert httpx.get(base + path).status_code == 401, path
+                for path in ENDPOINTS:  # warm-up
+                    run_wrk(base + path, token, 2, args.connections, app_process.pid)
+                samples: dict[str, list[dict[str, float]]] = {path: [] for path in ENDPOINTS}
+                for _ in range(args.rounds):
+                    for path in ENDPOINTS:
+                        run = run_wrk(base + path, token, args.duration, args.connections, app_process.pid)
+                        samples[path].append(run)
+
+    report(samples, args, load_before)
+
+
+def report(samples: dict[str, list[dict[str, float]]], args: argparse.Namespace, load_before: str) -> None:
+    def median(path: str, key: str) -> float:
+        return statistics.median(s[key] for s in samples[path])
+
+    stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    print(f"### FastAPI endpoint behind the SDK dependency ({stamp})")
+    print()
+    print(
+        f"`python bench/sdk_endpoint.py --rounds {args.rounds} --duration {args.duration}`: "
+        f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds per endpoint "
+        "(median shown), 2 s warm-up; one uvicorn worker (httptools, uvloop, no access log) sharing the "
+        f"{os.cpu_count()} CPUs with wrk (load average {load_before} before, {load_average()} after); "
+        f"RS256 token from a real `chit serve`; {versions()}; {chit_source()}."
+    )
+    print()
+    print(
+        f"| endpoint | 2xx/s (median) | each round | {TIMES} `/open` | app CPU µs per request "
+        f"| + µs over `/open` | non-2xx | socket errors | p99 ms |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    open_rps, open_cpu = median("/open", "rps"), median("/open", "cpu_us")
+    for path, runs in samples.items():
+        rps, cpu = median(path, "rps"), median(path, "cpu_us")
+        rounds = ", ".join(f"{s['rps']:.0f}" for s in runs)
+        bad = sum(int(s["non_2xx"]) for s in runs)
+        errors = sum(int(s["socket_errors"]) for s in runs)
+        print(
+            f"| `{path}` | {rps:,.0f} | {rounds} | {rps / open_rps:.2f}{TIMES} | {cpu:.0f} "
+            f"| {cpu - open_cpu:+.0f} | {bad} | {errors} | {median(path, 'p99_ms'):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
