@@ -12,6 +12,7 @@ import base64
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,80 +37,28 @@ def encode_access_token(claims: AccessTokenClaims, key: SigningKey) -> str:
     return jwt.encode(claims.to_dict(), key.private_key, algorithm=key.alg, headers={"typ": TOKEN_TYPE, "kid": key.kid})
 
 
-KeyLookup = Callable[[str], tuple[PublicKey, str] | None]
-"""Maps a ``kid`` to (public key, its algorithm), or None when the kid is unknown."""
-
-
-def read_header(token: str, *, max_size: int = MAX_TOKEN_SIZE) -> dict[str, Any]:
-    """The JOSE header, after the structural checks that need no key."""
-    if not isinstance(token, str) or not token:
-        raise InvalidTokenError("token is empty")
-    if len(token) > max_size:
-        raise InvalidTokenError(f"token is larger than {max_size} bytes")
-    if token.count(".") != 2:
-        raise InvalidTokenError("token is not a compact JWS")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise InvalidTokenError("token header is malformed") from exc
-    forbidden = sorted(_FORBIDDEN_HEADERS.intersection(header))
-    if forbidden:
-        raise InvalidTokenError(f"token header carries forbidden parameters: {', '.join(forbidden)}")
-    if str(header.get("typ", "")).lower() not in _ACCEPTED_TYPES:
-        raise InvalidTokenError("token type is not at+jwt")
-    if not isinstance(header.get("kid"), str):
-        raise InvalidTokenError("token header has no kid")
-    return header
-
-
 def decode_access_token(
     token: str,
-    keys: KeyLookup,
+    keys: Callable[[str], tuple[PublicKey, str] | None],
     *,
     issuer: str,
     audience: str | None = None,
-    leeway: int = DEFAULT_LEEWAY,
+    leeway: float = DEFAULT_LEEWAY,
     algorithms: Collection[str] = ALGORITHMS,
     max_size: int = MAX_TOKEN_SIZE,
-    verify_exp: bool = True,
+    now: float | None = None,
 ) -> AccessTokenClaims:
-    """Verify signature, type, issuer, audience and times; return the claims."""
-    header = read_header(token, max_size=max_size)
-    found = keys(header["kid"])
-    if found is None:
-        raise InvalidTokenError("token is signed by an unknown key")
-    public_key, key_alg = found
-    if header.get("alg") != key_alg or key_alg not in algorithms:
-        raise InvalidTokenError("token algorithm does not match its key")
-    try:
-        payload = jwt.decode(
-            token,
-            public_key,
-            algorithms=[key_alg],
-            issuer=issuer,
-            audience=audience,
-            leeway=leeway,
-            options={
-                "require": ["exp", "iat", "iss", "sub", "jti"],
-                "verify_aud": audience is not None,
-                "verify_exp": verify_exp,
-            },
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise InvalidTokenError("token has expired") from exc
-    except jwt.ImmatureSignatureError as exc:
-        raise InvalidTokenError("token is not yet valid") from exc
-    except jwt.InvalidIssuerError as exc:
-        raise InvalidTokenError("token was issued by another issuer") from exc
-    except jwt.InvalidAudienceError as exc:
-        raise InvalidTokenError("token is not meant for this audience") from exc
-    except jwt.InvalidSignatureError as exc:
-        raise InvalidTokenError("token signature is invalid") from exc
-    except jwt.MissingRequiredClaimError as exc:
-        raise InvalidTokenError(f"token lacks the {exc.claim} claim") from exc
-    except jwt.PyJWTError as exc:
-        raise InvalidTokenError("token is malformed") from exc
-    return AccessTokenClaims.from_dict(payload)
+    """One-off verification with ``keys`` mapping a kid to (public key, algorithm); a verifier that
+    checks many tokens builds one ``AccessTokenDecoder`` and keeps its ``VerificationKey``s."""
+
+    def find(kid: str) -> VerificationKey | None:
+        found = keys(kid)
+        return None if found is None else verification_key(kid, found[1], found[0])
+
+    decoder = AccessTokenDecoder(
+        issuer=issuer, audience=audience, leeway=leeway, algorithms=algorithms, max_size=max_size
+    )
+    return decoder.decode(token, find, time.time() if now is None else now)
 
 
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -262,13 +211,13 @@ class AccessTokenDecoder:
         self,
         *,
         issuer: str,
-        audience: str,
+        audience: str | None,
         leeway: float = DEFAULT_LEEWAY,
         algorithms: Collection[str] = ALGORITHMS,
         max_size: int = MAX_TOKEN_SIZE,
     ) -> None:
-        if not isinstance(audience, str) or not audience:
-            raise TypeError("audience must be a non-empty string")
+        if audience is not None and (not isinstance(audience, str) or not audience):
+            raise TypeError("audience must be a non-empty string (None: any audience, for the issuer itself)")
         unknown = set(algorithms) - set(_KEY_TYPES)
         if unknown or not algorithms:
             raise ValueError(f"algorithms must be a non-empty subset of {sorted(_KEY_TYPES)}")
@@ -304,7 +253,7 @@ class AccessTokenDecoder:
             raise InvalidTokenError("token header has no kid")
         return header
 
-    def decode(self, token: str, keys: KeyFinder, now: float) -> AccessTokenClaims:
+    def decode(self, token: str, keys: KeyFinder, now: float, *, check_times: bool = True) -> AccessTokenClaims:
         header = self.header(token)
         key = keys(header["kid"])
         if key is None:
@@ -316,14 +265,16 @@ class AccessTokenDecoder:
             raise InvalidTokenError("token signature is invalid")
         payload = signing_input[signing_input.index(".") + 1 :]
         claims = _json_object(_b64decode(payload, "payload"), "payload")
-        return self.check_claims(claims, now)
+        return self.check_claims(claims, now, check_times=check_times)
 
-    def check_claims(self, payload: dict[str, Any], now: float) -> AccessTokenClaims:
+    def check_claims(self, payload: dict[str, Any], now: float, *, check_times: bool = True) -> AccessTokenClaims:
         claims = AccessTokenClaims.from_dict(payload)
         if claims.iss != self.issuer:
             raise InvalidTokenError("token was issued by another issuer")
-        if self.audience not in claims.aud:
+        if self.audience is not None and self.audience not in claims.aud:
             raise InvalidTokenError("token is not meant for this audience")
+        if not check_times:  # ``chit token inspect`` shows expired tokens' signatures too
+            return claims
         leeway = self.leeway
         if claims.exp <= now - leeway:
             raise InvalidTokenError("token has expired")

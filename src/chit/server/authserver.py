@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from chit.core.claims import AccessTokenClaims
-from chit.core.jwt import decode_access_token, encode_access_token
-from chit.core.keys import PublicKey
+from chit.core.jwt import AccessTokenDecoder, VerificationKey, encode_access_token, verification_key
 from chit.errors import InvalidTokenError
 from chit.policy.permissions import Permission, audience
 from chit.server.audit import AuditLog
@@ -49,6 +48,8 @@ class AuthServer:
         self._keys_stamp = -1
         self._keys_checked = 0.0
         self._keys_lock = threading.Lock()
+        self._verification_keys: dict[str, VerificationKey] = {}  # kid -> parsed once
+        self._decoder = AccessTokenDecoder(issuer=settings.issuer, audience=None, leeway=0)
 
     def now(self) -> int:
         return int(self.clock())
@@ -94,17 +95,23 @@ class AuthServer:
         key = self.keys().ring.signing_key(self.now_datetime())
         return IssuedAccessToken(encode_access_token(claims, key), claims)
 
-    def _lookup_key(self, kid: str) -> tuple[PublicKey, str] | None:
+    def _verification_key(self, kid: str) -> VerificationKey | None:
         key = self.keys().ring.find(kid, self.now_datetime())
-        return None if key is None else (key.public_key, key.alg)
+        if key is None:
+            return None
+        cached = self._verification_keys.get(kid)
+        if cached is None:
+            cached = self._verification_keys[kid] = verification_key(kid, key.alg, key.public_key)
+        return cached
 
     def decode_own_access_token(
         self, token: str, *, verify_exp: bool = True, issuer: str | None = None
     ) -> AccessTokenClaims:
-        """Verify an access token this server issued (signature, issuer, type, times)."""
-        return decode_access_token(
-            token, self._lookup_key, issuer=issuer or self.settings.issuer, leeway=0, verify_exp=verify_exp
-        )
+        """Verify an access token this server issued (signature, issuer, type, times), for any audience."""
+        decoder = self._decoder
+        if issuer is not None and issuer != self.settings.issuer:
+            decoder = AccessTokenDecoder(issuer=issuer, audience=None, leeway=0)
+        return decoder.decode(token, self._verification_key, self.clock(), check_times=verify_exp)
 
     def access_token_is_active(self, claims: AccessTokenClaims) -> bool:
         """Not revoked, its refresh family not revoked, its subject and client still enabled."""
