@@ -556,6 +556,18 @@ def test_verify_finds_an_edited_event_and_a_deleted_one(server: ChitServer) -> N
     assert f"event {middle} " not in result.stderr
 
 
+def test_an_anchor_catches_the_deletion_of_the_newest_events(server: ChitServer) -> None:
+    """The chain alone cannot show a cut tail; a head hash recorded earlier can."""
+    server.add_user("anchored", "anchored-password")
+    head = server.cli_ok("audit", "verify", "--json").json()
+    server.add_user("later", "later-password")
+    assert server.cli_ok("audit", "verify", "--anchor", head["head_hash"], "--json").json()["intact"] is True
+    with sqlite3.connect(server.data_dir / SQLITE_FILE) as db:
+        db.execute("DELETE FROM audit_events WHERE seq >= ?", (head["head_seq"],))
+    assert server.cli_ok("audit", "verify").exit_code == 0  # what is left still chains
+    assert_tampered(server.cli("audit", "verify", "--anchor", head["head_hash"]), f"anchor {head['head_hash']}")
+
+
 def test_the_chain_holds_under_concurrent_requests(chit: ChitServer) -> None:
     client = chit.add_client("burst-svc", "--scope", "ledger:entries:read")
     before = chit.cli_ok("audit", "verify", "--json").json()["events"]

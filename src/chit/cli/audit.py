@@ -60,13 +60,32 @@ def tail(
 
 
 @app.command("verify")
-def verify(as_json: JsonFlag = False, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """Check the hash chain: exit 1 if any event was edited or deleted."""
+def verify(
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option("--anchor", help="A head hash printed by an earlier verify, which must still be there."),
+    ] = None,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Check the hash chain: exit 1 if any event was edited or deleted. Keep the printed head hash
+    somewhere else; passing it back with --anchor later also catches deletion of the newest events."""
     with open_server(data_dir, database_url) as server:
-        report = verify_chain(server.store.iter_audit())
-    data = {"events": report.events, "intact": report.intact, "problems": report.problems}
+        report = verify_chain(server.store.iter_audit(), anchor or ())
+    data = {
+        "events": report.events,
+        "intact": report.intact,
+        "problems": report.problems,
+        "head_seq": report.head_seq,
+        "head_hash": report.head_hash,
+    }
     if not report.intact:
         for problem in report.problems:
             typer.echo(problem, err=True)
         raise fail(f"the audit log was tampered with: {len(report.problems)} problems in {report.events} events")
-    emit(data, as_json, lambda d: f"The audit log is intact: {d['events']} events")
+    emit(
+        data,
+        as_json,
+        lambda d: f"The audit log is intact: {d['events']} events\nhead: event {d['head_seq']}, hash {d['head_hash']}",
+    )

@@ -193,18 +193,28 @@ class AuditLog:
 class ChainReport:
     events: int
     problems: list[str]
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH  # record it elsewhere: a later ``verify --anchor`` proves nothing newer was cut
 
     @property
     def intact(self) -> bool:
         return not self.problems
 
 
-def verify_chain(records: Iterable[AuditRecord]) -> ChainReport:
-    """Recompute every hash; report each event that was edited, or that follows a deleted one."""
+def verify_chain(records: Iterable[AuditRecord], anchors: Iterable[str] = ()) -> ChainReport:
+    """Recompute every hash; report each event that was edited, or that follows a deleted one.
+
+    The chain alone cannot show that its newest events were deleted: ``anchors`` are head hashes
+    recorded earlier (outside the database), each of which must still be in the chain.
+    """
     problems: list[str] = []
+    missing = set(anchors)
     prev = GENESIS_HASH
     count = 0
+    head_seq = 0
     for record in records:
+        missing.discard(record.hash)
+        head_seq = record.seq
         count += 1
         row = {name: getattr(record, name) for name in _CHAINED}
         if record.prev_hash != prev:
@@ -212,4 +222,5 @@ def verify_chain(records: Iterable[AuditRecord]) -> ChainReport:
         if chain_hash(record.prev_hash, row) != record.hash:
             problems.append(f"event {record.seq} ({record.id}): its content was altered")
         prev = record.hash
-    return ChainReport(count, problems)
+    problems += [f"anchor {h}: no such event; events up to it were deleted or altered" for h in sorted(missing)]
+    return ChainReport(count, problems, head_seq, prev)
