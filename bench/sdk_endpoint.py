@@ -128,15 +128,15 @@ def create_app() -> Any:
         return {"id": "1", "owner": "usr_1"}
 
     @app.get("/chit")
-    async def chit_endpoint(principal: Principal = Security(verifier, scopes=[PERMISSION])) -> dict[str, str]:  # noqa: B008
+    async def chit_endpoint(principal: Principal = Security(verifier, scopes=[PERMISSION])) -> dict[str, str]:
         return {"id": "1", "owner": "usr_1"}
 
     @app.get("/chit-nocache")
-    async def chit_nocache(principal: Principal = Security(uncached, scopes=[PERMISSION])) -> dict[str, str]:  # noqa: B008
+    async def chit_nocache(principal: Principal = Security(uncached, scopes=[PERMISSION])) -> dict[str, str]:
         return {"id": "1", "owner": "usr_1"}
 
     @app.get("/pyjwt")
-    async def pyjwt_endpoint(claims: dict[str, Any] = Depends(pyjwt_dependency)) -> dict[str, str]:  # noqa: B008
+    async def pyjwt_endpoint(claims: dict[str, Any] = Depends(pyjwt_dependency)) -> dict[str, str]:
         return {"id": "1", "owner": "usr_1"}
 
     return app

@@ -437,6 +437,17 @@ def test_a_service_admin_of_image_store_cannot_grant_payment(chit: ChitServer, d
     assert scope(login(chit, "frank", "frank-password")) == {"payment:charges:read"}
 
 
+def test_holding_a_permission_is_not_enough_to_grant_it(chit: ChitServer, admin: Api) -> None:
+    """Only administering a service lets one hand its roles out; holding them does not."""
+    assert admin.post("/admin/roles", {"name": "key-reader", "permissions": ["chit:keys:read"]}).status_code == 201
+    new_user(admin, "holder", "holder-password", ["payment:payer", "key-reader"])  # aud includes chit
+    new_user(admin, "friend", "friend-password")
+    holder = as_user(chit, "holder", "holder-password")
+    refused = holder.post("/admin/grants", {"principal": "friend", "role": "payment:payer"})
+    assert_error(refused, 403, "insufficient_scope", "you do not administer", "payment:charges:create")
+    assert scope(login(chit, "friend", "friend-password")) == set()
+
+
 def test_a_service_admin_cannot_grant_super_admin_even_to_themselves(chit: ChitServer, dave: Api) -> None:
     assert_error(
         dave.post("/admin/grants", {"principal": "dave", "role": "chit:super-admin"}),

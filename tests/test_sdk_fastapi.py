@@ -38,37 +38,37 @@ def build_app(verifier: Verifier) -> FastAPI:
     app = FastAPI()
 
     @app.get("/images/{image_id}")
-    async def read_image(image_id: str, principal: Principal = Security(verifier, scopes=[READ])) -> dict[str, Any]:  # noqa: B008
+    async def read_image(image_id: str, principal: Principal = Security(verifier, scopes=[READ])) -> dict[str, Any]:
         principal.require_owner(IMAGES[image_id], unless=READ_ANY)
         return {"id": image_id, "owner": IMAGES[image_id]}
 
     @app.get("/sync/images/{image_id}")
-    def read_image_sync(image_id: str, principal: Principal = Security(verifier, scopes=[READ])) -> dict[str, Any]:  # noqa: B008
+    def read_image_sync(image_id: str, principal: Principal = Security(verifier, scopes=[READ])) -> dict[str, Any]:
         principal.require_owner(IMAGES[image_id], unless=READ_ANY)
         return {"id": image_id, "seen_by": current_principal() == principal}
 
     @app.delete("/images/{image_id}")
     async def delete_image(
         image_id: str,
-        principal: Principal = Security(verifier, scopes=[READ, DELETE]),  # noqa: B008
+        principal: Principal = Security(verifier, scopes=[READ, DELETE]),
     ) -> dict[str, str]:
         return {"deleted": image_id}
 
     @app.post("/images/{image_id}/check")
-    async def check(image_id: str, principal: Principal = Depends(verifier)) -> dict[str, str]:  # noqa: B008
+    async def check(image_id: str, principal: Principal = Depends(verifier)) -> dict[str, str]:
         _nested_rule(principal)
         return {"ok": image_id}
 
     @app.get("/whoami")
-    async def whoami(principal: Principal = Depends(verifier)) -> dict[str, Any]:  # noqa: B008
+    async def whoami(principal: Principal = Depends(verifier)) -> dict[str, Any]:
         return {"subject": principal.subject, "same": current_principal() is principal, "token": current_token()}
 
     @app.get("/missing")
-    async def missing(principal: Principal = Depends(verifier)) -> dict[str, str]:  # noqa: B008
+    async def missing(principal: Principal = Depends(verifier)) -> dict[str, str]:
         raise HTTPException(404, "no such image")
 
     @app.get("/broken")
-    async def broken(principal: Principal = Depends(verifier)) -> dict[str, str]:  # noqa: B008
+    async def broken(principal: Principal = Depends(verifier)) -> dict[str, str]:
         raise ValueError("a bug in the route")
 
     @app.get("/public")
@@ -253,7 +253,7 @@ def test_scheme_name_scopes_and_token_url_can_be_set(issuer: TestIssuer) -> None
     app = FastAPI()
 
     @app.get("/a")
-    async def a(principal: Principal = Security(custom, scopes=[READ])) -> None:  # noqa: B008
+    async def a(principal: Principal = Security(custom, scopes=[READ])) -> None:
         return None
 
     schema = app.openapi()

@@ -57,7 +57,7 @@ def app(verifier: Verifier) -> FastAPI:
     app = FastAPI()
 
     @app.get("/images")
-    async def images(principal: Principal = Security(verifier, scopes=SCOPE)) -> dict[str, str]:  # noqa: B008
+    async def images(principal: Principal = Security(verifier, scopes=SCOPE)) -> dict[str, str]:
         return {"subject": principal.subject}
 
     return app

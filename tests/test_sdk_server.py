@@ -279,7 +279,7 @@ async def test_service_identity_with_the_real_server(chit_server: ChitServer, tm
     app = FastAPI()
 
     @app.get("/images/{image_id}")
-    async def read(image_id: str, principal: Principal = Security(verifier, scopes=[READ_ANY])) -> dict[str, str]:  # noqa: B008
+    async def read(image_id: str, principal: Principal = Security(verifier, scopes=[READ_ANY])) -> dict[str, str]:
         return {"id": image_id, "client": principal.client_id}
 
     identity = ServiceIdentity("tagging", ids["tagging_secret"], issuer=chit_server.url)

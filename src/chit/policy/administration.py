@@ -5,8 +5,10 @@
 * A *service admin* of ``S`` holds ``chit:service.S:admin`` (through the role
   ``chit:service-admin.S``, created when ``S`` registers) and may grant and revoke ``S``'s
   permissions and nothing else.
-* Nobody grants a permission they do not hold or administer, except holders of ``chit:grants:write``
-  (the super admin), who may grant any role: there is no other way up.
+* Nobody grants a role unless they administer every permission in it (a service admin of its
+  service), except holders of ``chit:grants:write`` (the super admin), who may grant any role;
+  nobody creates a client or a role with a permission they neither hold nor administer: there is no
+  other way up.
 * Granting a service admin permission is appointing a service admin: it takes ``chit:admins:write``,
   even for a service admin who holds that permission.
 """
@@ -70,8 +72,14 @@ def appoints(p: Permission) -> bool:
     )
 
 
-def ungrantable(actor: Iterable[Permission], permissions: Iterable[Permission]) -> list[str]:
-    """The permissions ``actor`` may not hand to anyone (empty: it may grant them all)."""
+def ungrantable(
+    actor: Iterable[Permission], permissions: Iterable[Permission], *, holding_suffices: bool = True
+) -> list[str]:
+    """The permissions ``actor`` may not hand to anyone (empty: it may grant them all).
+
+    Holding a permission lets one cap what one creates with it (a client's scope, a role's
+    permissions); granting it to a principal (``holding_suffices=False``) takes administering it.
+    """
     actor = frozenset(actor)
     if is_covered(GRANT_ANY, actor):
         return []
@@ -80,7 +88,7 @@ def ungrantable(actor: Iterable[Permission], permissions: Iterable[Permission]) 
         if appoints(p) and not is_covered(APPOINT, actor):
             refused.append(str(p))
             continue
-        if is_covered(p, actor):
+        if holding_suffices and is_covered(p, actor):
             continue
         if p.service != CHIT_SERVICE and is_covered(service_admin_permission(p.service), actor):
             continue

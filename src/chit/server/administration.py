@@ -61,10 +61,11 @@ class Administration:
         if not rules.holds(self.actor.permissions, permission):
             raise ForbiddenError(f"missing {permission}")
 
-    def _may_grant(self, permissions: Iterable[Permission]) -> None:
-        refused = rules.ungrantable(self.actor.permissions, permissions)
+    def _may_grant(self, permissions: Iterable[Permission], *, holding_suffices: bool = True) -> None:
+        refused = rules.ungrantable(self.actor.permissions, permissions, holding_suffices=holding_suffices)
         if refused:
-            raise ForbiddenError(f"you can neither hold nor administer: {' '.join(refused)}")
+            why = "you neither hold nor administer" if holding_suffices else "you do not administer"
+            raise ForbiddenError(f"{why}: {' '.join(refused)}")
 
     def _check_defined(self, permissions: Iterable[Permission]) -> None:
         store = self.server.store
@@ -154,7 +155,7 @@ class Administration:
 
     def grant(self, principal: str, role: str) -> bool:
         principal_id, described = self.principal_id(principal)
-        self._may_grant(parse_all(self.server.store.role_permissions(role)))
+        self._may_grant(parse_all(self.server.store.role_permissions(role)), holding_suffices=False)
         added = self.server.store.grant(principal_id, role, self.server.now())
         if added:
             self._audit("grant.added", subject=principal_id, principal=described, role=role)
@@ -162,7 +163,7 @@ class Administration:
 
     def revoke_grant(self, principal: str, role: str) -> bool:
         principal_id, described = self.principal_id(principal)
-        self._may_grant(parse_all(self.server.store.role_permissions(role)))
+        self._may_grant(parse_all(self.server.store.role_permissions(role)), holding_suffices=False)
         removed = self.server.store.revoke_grant(principal_id, role)
         if removed:
             self._audit("grant.revoked", subject=principal_id, principal=described, role=role)
@@ -189,7 +190,7 @@ class Administration:
             raise RefusedError(problem)
         store = self.server.store
         for role in roles:
-            self._may_grant(parse_all(store.role_permissions(role)))
+            self._may_grant(parse_all(store.role_permissions(role)), holding_suffices=False)
         user = store.create_user(username, hash_password(password), self.server.now(), roles=roles)
         self._audit("user.created", subject=user.id, username=username, roles=sorted(set(roles)))
         return user
