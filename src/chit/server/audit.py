@@ -22,11 +22,11 @@ import queue
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chit.core.ids import unique_id
 from chit.errors import ChitError
 from chit.storage.records import AuditRecord
 from chit.storage.registry import GENESIS_HASH, RegistryStore
@@ -42,7 +42,7 @@ def request_id_from(header: str | None) -> str:
     """The caller's X-Request-ID when it is sane, else a new one."""
     if header and _REQUEST_ID.match(header):
         return header
-    return uuid.uuid4().hex
+    return unique_id()
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class AuditEvent:
 
 def _row(event: AuditEvent, now_us: int) -> dict[str, Any]:
     return {
-        "id": uuid.uuid4().hex,
+        "id": unique_id(),
         "time": now_us,
         "type": event.type,
         "outcome": event.outcome,
@@ -107,21 +107,29 @@ class _Pending:
         self.error: BaseException | None = None
         self.future = future  # set when an event loop waits, instead of a thread
 
-    def finish(self, error: BaseException | None) -> None:
-        self.error = error
-        self.done.set()
-        if self.future is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
-                self.future.get_loop().call_soon_threadsafe(_settle, self.future, error)
+
+def _finish(batch: list[_Pending], error: BaseException | None) -> None:
+    """Wake every waiter of a committed batch: threads directly, each event loop with one callback."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for item in batch:
+        item.error = error
+        if item.future is None:
+            item.done.set()
+        else:
+            by_loop.setdefault(item.future.get_loop(), []).append(item.future)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(_settle, futures, error)
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(AuditWriteError("the audit log could not be written"))
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(AuditWriteError("the audit log could not be written"))
 
 
 class AuditLog:
@@ -185,8 +193,7 @@ class AuditLog:
             except Exception as exc:  # every waiter must learn of it; the loop must live on
                 log.error("audit write failed for %d events", len(batch), exc_info=exc)
                 error = exc
-            for item in batch:
-                item.finish(error)
+            _finish(batch, error)
 
 
 @dataclass(frozen=True)

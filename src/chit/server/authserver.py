@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from chit.core.claims import AccessTokenClaims
+from chit.core.ids import unique_id
 from chit.core.jwt import AccessTokenDecoder, VerificationKey, encode_access_token, verification_key
 from chit.errors import InvalidTokenError
 from chit.policy.permissions import Permission, audience
@@ -87,7 +87,7 @@ class AuthServer:
             aud=tuple(audience(perms)),
             exp=now + self.settings.access_token_ttl,
             iat=now,
-            jti=uuid.uuid4().hex,
+            jti=unique_id(),
             client_id=client.client_id,
             scope=tuple(str(p) for p in perms),
             sid=family_id,

@@ -59,7 +59,7 @@ def authenticate_client(
 
 
 def _check(store: Store, client_id: str, secret: str | None, challenge: dict[str, str], allow_public: bool) -> Client:
-    client = store.client_by_client_id(client_id)
+    client = store.client_by_client_id(client_id, with_permissions=True)
     failure = InvalidClientError("client authentication failed", headers=challenge)
     if client is None or client.disabled:
         if secret is not None:

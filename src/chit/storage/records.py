@@ -37,6 +37,8 @@ class Client:
     scope: frozenset[str] | None  # None: no cap
     disabled: bool
     created_at: int
+    # what its roles grant, when read together with it (the token endpoint's one round trip)
+    role_permissions: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"Client(id={self.id!r}, client_id={self.client_id!r}, public={self.public})"

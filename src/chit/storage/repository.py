@@ -5,6 +5,7 @@ Every public method is one transaction: it either happens whole or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -186,10 +187,16 @@ class Store:
             raise ConflictError(f"client {client_id!r} already exists") from exc
         return client
 
-    def client_by_client_id(self, client_id: str) -> Client | None:
+    def client_by_client_id(self, client_id: str, *, with_permissions: bool = False) -> Client | None:
         with self._read() as conn:
             row = conn.execute(_CLIENT_BY_CLIENT_ID, {"client_id": client_id}).first()
-        return None if row is None else _client(row)
+            if row is None:
+                return None
+            client = _client(row)
+            if with_permissions:
+                granted = frozenset(conn.scalars(_PERMISSIONS_OF, {"principal_id": client.id}))
+                client = dataclasses.replace(client, role_permissions=granted)
+        return client
 
     def client_by_pk(self, pk: str) -> Client | None:
         with self._read() as conn:

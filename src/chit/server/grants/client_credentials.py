@@ -30,7 +30,10 @@ class ClientCredentialsGrant:
         if client.public:
             raise UnauthorizedClientError("a public client cannot use client_credentials")
         wanted = requested_scope(request.params)
-        held = parse_permissions(client.scope or ()) | parse_permissions(self.server.store.permissions_of(client.id))
+        from_roles = client.role_permissions
+        if from_roles is None:
+            from_roles = self.server.store.permissions_of(client.id)
+        held = parse_permissions(client.scope or ()) | parse_permissions(from_roles)
         granted = select_scope(held, wanted)
         issued = self.server.issue_access_token(subject=client.id, client=client, permissions=granted)
         return IssuedTokens(issued)
