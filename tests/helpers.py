@@ -88,7 +88,10 @@ class ChitServer:
         return data
 
     def start(self, *serve_args: str) -> None:
-        env = {**os.environ, "CHIT_ADMIN_PASSWORD": ADMIN_PASSWORD, **self.extra_env}
+        inherited = {
+            k: v for k, v in os.environ.items() if not k.startswith("CHIT_")
+        }  # a shell's CHIT_* must not leak in
+        env = {**inherited, "CHIT_ADMIN_PASSWORD": ADMIN_PASSWORD, **self.extra_env}
         cmd = [sys.executable, "-m", "chit", "serve", "--port", str(self.port), *self.location_args()]
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -44,14 +44,22 @@ def chit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChitServer]:
 
 def load_example(name: str, chit: ChitServer) -> ModuleType:
     """A fresh copy of an example module, configured through its environment as a deployment would."""
-    os.environ["CHIT_ISSUER"] = chit.url
-    os.environ["TAGGING_CLIENT_SECRET"] = chit.tagging_secret  # type: ignore[attr-defined]
     spec = importlib.util.spec_from_file_location(f"photos_{name}_{id(chit)}", PHOTOS / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    settings = {"CHIT_ISSUER": chit.url, "TAGGING_CLIENT_SECRET": chit.tagging_secret}  # type: ignore[attr-defined]
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:  # the modules read their settings when imported; later servers must not inherit them
+        spec.loader.exec_module(module)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return module
 
 
