@@ -88,9 +88,8 @@ class ChitServer:
         return data
 
     def start(self, *serve_args: str) -> None:
-        inherited = {
-            k: v for k, v in os.environ.items() if not k.startswith("CHIT_")
-        }  # a shell's CHIT_* must not leak in
+        # a shell's CHIT_* settings must not leak into the server under test
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_")}
         env = {**inherited, "CHIT_ADMIN_PASSWORD": ADMIN_PASSWORD, **self.extra_env}
         cmd = [sys.executable, "-m", "chit", "serve", "--port", str(self.port), *self.location_args()]
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
