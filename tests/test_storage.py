@@ -473,3 +473,36 @@ def test_clear_throttle_removes_only_the_named_keys(store: Store) -> None:
     assert set(store.throttle_states(["account:alice", "account:bob"])) == {"account:bob"}
     store.record_failure(["account:alice"], step)
     assert store.throttle_states(["account:alice"])["account:alice"].failures == 1
+
+
+def test_client_lookup_with_its_role_permissions(store: Store) -> None:
+    """The token endpoint's one round trip: the client and what its roles grant, read together."""
+    store.create_role("reader", ["svc:items:read", "svc:tags:read"], NOW)
+    pk = store.create_client(
+        "reader-app", secret_hash="h", grant_types=["client_credentials"], scope=["svc:items:write"], now=NOW
+    ).id
+    assert store.grant(pk, "reader", NOW)
+    plain = store.client_by_client_id("reader-app")
+    assert plain is not None
+    assert plain.role_permissions is None
+    full = store.client_by_client_id("reader-app", with_permissions=True)
+    assert full is not None
+    assert full.role_permissions == {"svc:items:read", "svc:tags:read"}
+    assert (full.id, full.secret_hash, full.scope, full.grant_types) == (
+        pk,
+        "h",
+        {"svc:items:write"},
+        {"client_credentials"},
+    )
+    assert full.public is False
+    assert full.disabled is False
+    assert store.client_by_client_id("nobody", with_permissions=True) is None
+    bare = store.create_client("bare-app", secret_hash=None, grant_types=["password"], scope=None, now=NOW)
+    looked_up = store.client_by_client_id("bare-app", with_permissions=True)
+    assert looked_up is not None
+    assert (looked_up.id, looked_up.public, looked_up.scope, looked_up.role_permissions) == (
+        bare.id,
+        True,
+        None,
+        frozenset(),
+    )
