@@ -72,14 +72,7 @@ def count(store: RegistryStore, table: t.Table) -> int:
 def register(store: RegistryStore, text: str, now: int = NOW, secret_hash: str = "a" * 64) -> Registration:
     manifest = parse_manifest(text, "test.toml")
     return store.register_service(
-        service_id=manifest.id,
-        description=manifest.description,
-        canonical=manifest.canonical(),
-        permissions=manifest.permissions,
-        roles=dict(manifest.roles),
-        needs=manifest.needs,
-        on_behalf=manifest.on_behalf,
-        deferred=manifest.deferred,
+        manifest,
         admin_role=(rules.service_admin_role(manifest.id), str(rules.service_admin_permission(manifest.id))),
         secret_hash=secret_hash,
         now=now,

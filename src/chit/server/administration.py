@@ -123,14 +123,7 @@ class Administration:
         secret = new_secret()
         admin_role = (rules.service_admin_role(manifest.id), str(rules.service_admin_permission(manifest.id)))
         outcome = self.server.store.register_service(
-            service_id=manifest.id,
-            description=manifest.description,
-            canonical=manifest.canonical(),
-            permissions=manifest.permissions,
-            roles=dict(manifest.roles),
-            needs=manifest.needs,
-            on_behalf=manifest.on_behalf,
-            deferred=manifest.deferred,
+            manifest,
             admin_role=admin_role,
             secret_hash=hash_secret(secret),
             now=self.server.now(),

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from chit.errors import ConflictError, NotFoundError, RefusedError
+from chit.policy.manifest import Manifest
 from chit.storage import tables as t
 from chit.storage.records import (
     ApiKeyRecord,
@@ -59,55 +60,27 @@ class RegistryStore(Store):
             return {r.name: r.description for r in conn.execute(select(t.permissions))}
 
     def register_service(
-        self,
-        *,
-        service_id: str,
-        description: str,
-        canonical: str,
-        permissions: dict[str, str],
-        roles: dict[str, tuple[str, ...]],
-        needs: Sequence[str],
-        on_behalf: Sequence[str],
-        deferred: Sequence[str],
-        admin_role: tuple[str, str],
-        secret_hash: str,
-        now: int,
+        self, manifest: Manifest, *, admin_role: tuple[str, str], secret_hash: str, now: int
     ) -> Registration:
-        """Create or update a service from its manifest; refuse to drop what is still granted."""
+        """Create or update a service from its manifest; refuse to drop what is still granted.
+
+        ``admin_role`` is (role name, permission) of the service's admin role, kept across updates.
+        """
         try:
             with self._write() as conn:
-                return self._register(
-                    conn,
-                    service_id,
-                    description,
-                    canonical,
-                    permissions,
-                    roles,
-                    needs,
-                    on_behalf,
-                    deferred,
-                    admin_role,
-                    secret_hash,
-                    now,
-                )
+                return self._register(conn, manifest, admin_role, secret_hash, now)
         except IntegrityError as exc:
-            raise ConflictError(f"service {service_id!r} is being registered concurrently; retry") from exc
+            raise ConflictError(f"service {manifest.id!r} is being registered concurrently; retry") from exc
 
     def _register(
-        self,
-        conn: Connection,
-        service_id: str,
-        description: str,
-        canonical: str,
-        permissions: dict[str, str],
-        roles: dict[str, tuple[str, ...]],
-        needs: Sequence[str],
-        on_behalf: Sequence[str],
-        deferred: Sequence[str],
-        admin_role: tuple[str, str],
-        secret_hash: str,
-        now: int,
+        self, conn: Connection, manifest: Manifest, admin_role: tuple[str, str], secret_hash: str, now: int
     ) -> Registration:
+        service_id, canonical, permissions, roles = (
+            manifest.id,
+            manifest.canonical(),
+            manifest.permissions,
+            manifest.roles,
+        )
         existing = conn.execute(select(t.services).where(t.services.c.id == service_id)).first()
         client = conn.execute(select(t.clients).where(t.clients.c.client_id == service_id)).first()
         if existing is None and client is not None:
@@ -129,10 +102,10 @@ class RegistryStore(Store):
             conn.execute(
                 insert(t.services).values(
                     id=service_id,
-                    description=description,
+                    description=manifest.description,
                     manifest=canonical,
-                    on_behalf=_join(on_behalf),
-                    deferred=_join(deferred),
+                    on_behalf=_join(manifest.on_behalf),
+                    deferred=_join(manifest.deferred),
                     registered_at=now,
                     updated_at=now,
                 )
@@ -142,10 +115,10 @@ class RegistryStore(Store):
                 update(t.services)
                 .where(t.services.c.id == service_id)
                 .values(
-                    description=description,
+                    description=manifest.description,
                     manifest=canonical,
-                    on_behalf=_join(on_behalf),
-                    deferred=_join(deferred),
+                    on_behalf=_join(manifest.on_behalf),
+                    deferred=_join(manifest.deferred),
                     updated_at=now,
                 )
             )
@@ -174,13 +147,15 @@ class RegistryStore(Store):
                     secret_hash=secret_hash,
                     public=False,
                     grant_types="client_credentials",
-                    scope=_join(needs),
+                    scope=_join(manifest.needs),
                     disabled=False,
                     created_at=now,
                 )
             )
         else:
-            conn.execute(update(t.clients).where(t.clients.c.client_id == service_id).values(scope=_join(needs)))
+            conn.execute(
+                update(t.clients).where(t.clients.c.client_id == service_id).values(scope=_join(manifest.needs))
+            )
         return Registration(created=existing is None, changed=True, client_created=client_created)
 
     def _holders(self, conn: Connection, permissions: set[str], roles: set[str]) -> list[str]:
