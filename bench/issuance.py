@@ -9,6 +9,12 @@ For each worker count (1 and 2 by default) this starts, each on a free port on 1
   ``chit serve`` (httptools, uvloop, no access log, N workers) whose ``/token`` parses the form and
   signs an EdDSA JWT with PyJWT, storing nothing, and whose ``/empty`` does no work at all.
 
+With ``--peer``, the peer the speed bar is defined against is measured in the same run: oidc-provider
+(``peers/oidc-provider/server.mjs``) in one Node process, issuing EdDSA JWT access tokens for the
+client_credentials grant and storing nothing. It is installed with ``npm ci`` when its
+``node_modules`` is missing, started once for the whole run, and measured in every worker group
+beside chit; each table then ends with chit EdDSA's ratio to it.
+
 Each target is checked once (a 200 with a token of the right algorithm), warmed up, then driven by
 ``wrk`` (``token_post.lua``) for ``--rounds`` rounds of ``--duration`` seconds, the targets
 interleaved in every round so that the machine's drift hits all of them alike. Tokens/s counts only
@@ -16,6 +22,7 @@ interleaved in every round so that the machine's drift hits all of them alike. T
 stopped at the end, also on failure or Ctrl-C.
 
     /work/venv/bin/python bench/issuance.py            # about 4 minutes
+    /work/venv/bin/python bench/issuance.py --peer --algs EdDSA
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "token_post.lua"
+PEER_DIR = BENCH_DIR / "peers" / "oidc-provider"
+PEER_SCOPE = "images:read"  # the scope the peer's resource server offers (its default resource)
+PEER_BAR = 1.5  # chit aims at 1.5x the fastest peer's tokens/s, same signing algorithm
 HOST = "127.0.0.1"  # every server and every load loop stays on loopback
 START_TIMEOUT = 60.0
 CLIENT_SCOPE = "image-store:images:read"
@@ -78,6 +88,7 @@ class Server:
     port: int
     env: dict[str, str]
     log_path: Path
+    health_path: str = "/healthz"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,10 +105,10 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + self.health_path, timeout=1).status_code == 200:
                     return
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer /healthz within {START_TIMEOUT:.0f} s:\n{self.log()}")
+        raise RuntimeError(f"{self.name} did not answer {self.health_path} within {START_TIMEOUT:.0f} s:\n{self.log()}")
 
     @property
     def pgid(self) -> int:
@@ -146,6 +157,8 @@ class Target:
     pgid: int
     authorization: str = ""
     expected_alg: str | None = None  # check the token's alg; None for the endpoint that does nothing
+    body: str = FORM_BODY
+    is_peer: bool = False
     runs: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -165,7 +178,7 @@ def check_target(target: Target) -> None:
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     if target.authorization:
         headers["Authorization"] = target.authorization
-    response = httpx.post(target.url, content=FORM_BODY, headers=headers, timeout=10)
+    response = httpx.post(target.url, content=target.body, headers=headers, timeout=10)
     if response.status_code != 200:
         raise RuntimeError(f"{target.label}: {response.status_code} {response.text[:300]}")
     if target.expected_alg is not None:
@@ -176,7 +189,7 @@ def check_target(target: Target) -> None:
 
 def run_wrk(target: Target, args: argparse.Namespace, duration: float) -> dict[str, float]:
     assert target.url.startswith(f"http://{HOST}:")
-    env = {**os.environ, "BENCH_BODY": FORM_BODY, "BENCH_AUTHORIZATION": target.authorization}
+    env = {**os.environ, "BENCH_BODY": target.body, "BENCH_AUTHORIZATION": target.authorization}
     command = [
         "wrk",
         f"-t{args.threads}",
@@ -210,11 +223,35 @@ def run_wrk(target: Target, args: argparse.Namespace, duration: float) -> dict[s
     }
 
 
+def peer_version() -> str:
+    installed = PEER_DIR / "node_modules" / "oidc-provider" / "package.json"
+    return str(json.loads(installed.read_text())["version"])
+
+
+def node_version() -> str:
+    done = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return done.stdout.strip() or "unknown"
+
+
+def install_peer() -> None:
+    """Install the peer's pinned dependencies when its node_modules is missing."""
+    if (PEER_DIR / "node_modules" / "oidc-provider").is_dir():
+        return
+    ci = (PEER_DIR / "package-lock.json").exists()
+    command = ["npm", "ci" if ci else "install", "--no-audit", "--no-fund"]
+    print(f"installing the peer: {' '.join(command)} in {PEER_DIR}", file=sys.stderr, flush=True)
+    done = subprocess.run(command, cwd=PEER_DIR, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout}\n{done.stderr}")
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.python = sys.executable
         self.servers: list[Server] = []
+        self.peer: Server | None = None  # started once per run, stopped by close()
+        self.peer_authorization = ""
         self.tmp = Path(tempfile.mkdtemp(prefix="chit-bench-issuance-"))
         self.baseline_key = self.tmp / "baseline-ed25519.pem"
         self.baseline_key.write_bytes(
@@ -227,6 +264,9 @@ class Bench:
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
+        if self.peer is not None:
+            self.peer.stop()
+            self.peer = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _start(self, server: Server) -> Server:
@@ -262,6 +302,23 @@ class Bench:
         log = self.tmp / f"baseline-w{workers}.log"
         return self._start(Server(f"baseline ({workers} workers)", command, port, env, log))
 
+    def start_peer(self) -> None:
+        port = free_port()
+        client_id, secret = "bench", secrets.token_urlsafe(24)
+        command = ["node", str(PEER_DIR / "server.mjs"), str(port)]
+        env = {
+            **os.environ,
+            "NODE_ENV": "production",
+            "PEER_CLIENT_ID": client_id,
+            "PEER_CLIENT_SECRET": secret,
+            "PEER_SCOPE": PEER_SCOPE,
+        }
+        log = self.tmp / "peer-oidc-provider.log"
+        # Its own discovery document answers once it listens: oidc-provider has no /healthz.
+        self.peer = Server("oidc-provider", command, port, env, log, "/.well-known/openid-configuration")
+        self.peer.start()
+        self.peer_authorization = basic_authorization(client_id, secret)
+
     def start_chit(self, workers: int, alg: str) -> tuple[Server, str]:
         data_dir = self.tmp / f"chit-{alg}-w{workers}"
         port = free_port()
@@ -293,6 +350,18 @@ class Bench:
         for alg in self.args.algs:
             server, authorization = self.start_chit(workers, alg)
             targets.append(Target(f"chit {alg}", server.url + "/oauth2/token", server.pgid, authorization, alg))
+        if self.peer is not None:
+            targets.append(
+                Target(
+                    f"peer: oidc-provider {peer_version()} (Node, 1 process, EdDSA JWT, stores nothing)",
+                    self.peer.url + "/token",
+                    self.peer.pgid,
+                    self.peer_authorization,
+                    "EdDSA",
+                    body=f"{FORM_BODY}&scope={quote_plus(PEER_SCOPE)}",
+                    is_peer=True,
+                )
+            )
         for target in targets:
             check_target(target)
             run_wrk(target, self.args, self.args.warmup)
@@ -339,6 +408,23 @@ def table(workers: int, targets: list[Target]) -> list[str]:
             f"| {cpu / base_cpu:.2f}{TIMES} | {non_2xx:.0f} | {errors:.0f} "
             f"| {median(target, 'p50_ms'):.1f} | {median(target, 'p99_ms'):.1f} |"
         )
+    peer = next((t for t in targets if t.is_peer), None)
+    if peer is not None:
+        peer_rate = median(peer, "ok_per_s")
+        peer_cpu = median(peer, "cpu_us_per_ok")
+        lines.append("")
+        for target in targets:
+            if target.label != "chit EdDSA":
+                continue
+            rate = median(target, "ok_per_s")
+            verdict = "met" if rate >= PEER_BAR * peer_rate else "not met"
+            lines.append(
+                f"{TIMES} peer ({workers} chit worker{'s' if workers > 1 else ''} against one Node process): "
+                f"{target.label} {rate:,.0f} / {peer_rate:,.0f} tokens/s = **{rate / peer_rate:.2f}{TIMES}** "
+                f"(bar {PEER_BAR:g}{TIMES}: {verdict}); CPU per token "
+                f"{median(target, 'cpu_us_per_ok'):,.0f} / {peer_cpu:,.0f} µs = "
+                f"{median(target, 'cpu_us_per_ok') / peer_cpu:.2f}{TIMES}."
+            )
     return lines
 
 
@@ -351,6 +437,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="measured runs per target, interleaved")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also measure oidc-provider (peers/oidc-provider, one Node process, EdDSA JWT) in the same run",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.duration <= 60 or not 0 < args.warmup <= 30 or not 1 <= args.rounds <= 10:
         parser.error("keep --duration within 1-60 s, --warmup within 0-30 s and --rounds within 1-10")
@@ -376,7 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return 2
-    targets_per_group = 2 + len(args.algs)
+    if args.peer and (shutil.which("node") is None or shutil.which("npm") is None):
+        print("--peer needs Node.js and npm on the PATH", file=sys.stderr)
+        return 2
+    targets_per_group = 2 + len(args.algs) + (1 if args.peer else 0)
     estimate = len(args.workers) * targets_per_group * (args.rounds * args.duration + args.warmup + 5)
     print(f"running for about {estimate / 60:.1f} minutes", file=sys.stderr, flush=True)
     started = datetime.now(UTC)
@@ -385,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[tuple[int, list[Target]]] = []
     with stop_on_sigterm():
         try:
+            if args.peer:
+                install_peer()
+                bench.start_peer()
             for workers in args.workers:
                 results.append((workers, bench.measure(workers)))
         finally:
@@ -396,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`{command.strip()}`: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
         f"{args.rounds} interleaved rounds per target (median shown), {args.warmup:g} s warm-up; "
         f"{os.cpu_count()} CPUs shared by servers and wrk (load average {load_before} before, "
-        f"{load_average()} after); {versions()}; {chit_source()}.",
+        f"{load_average()} after); {versions()}; {chit_source()}"
+        + (f"; peer: oidc-provider {peer_version()} on Node {node_version()}." if args.peer else "."),
         "",
     ]
     for workers, targets in results:
@@ -407,7 +505,10 @@ def main(argv: list[str] | None = None) -> int:
         (w0, first), (w1, last) = results[0], results[-1]
         for a, b in zip(first, last, strict=True):
             ratio = median(b, "ok_per_s") / median(a, "ok_per_s")
-            lines.append(f"- {a.label}: {w1} vs {w0} workers {ratio:.2f}{TIMES}")
+            if a.is_peer:
+                lines.append(f"- {a.label}: the same process in both groups, {ratio:.2f}{TIMES}")
+            else:
+                lines.append(f"- {a.label}: {w1} vs {w0} workers {ratio:.2f}{TIMES}")
     print("\n".join(lines))
     return 0
 
