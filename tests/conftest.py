@@ -18,12 +18,8 @@ from helpers import IN_CI, POSTGRES_URL, ChitServer, free_port
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ChitServer]:
     """A fresh auth server on an empty SQLite data directory."""
-    chit = ChitServer(tmp_path / "data", free_port())
-    chit.start()
-    try:
+    with ChitServer(tmp_path / "data", free_port()).running() as chit:
         yield chit
-    finally:
-        chit.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,15 @@ class ChitServer:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("chit serve did not come up within 30 s")
+
+    @contextmanager
+    def running(self, *serve_args: str) -> Iterator[ChitServer]:
+        """The server started for the block, and stopped after it whatever happens."""
+        self.start(*serve_args)
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

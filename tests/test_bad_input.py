@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, ChitServer, free_port
+from helpers import ADMIN_PASSWORD, ChitServer, free_port, register_services
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,14 +34,6 @@ VALID_BODY = {
     INTROSPECT_PATH: b"token=some-opaque-value",
     REVOKE_PATH: b"token=some-opaque-value",
 }
-
-
-def register_service(server: ChitServer, directory: Path, service_id: str, permissions: list[str]) -> None:
-    """``chit service register`` a manifest defining ``permissions`` (a client's scope must name them)."""
-    lines = [f'id = "{service_id}"', "", "[permissions]", *(f'"{p}" = "{p}"' for p in permissions)]
-    manifest = directory / f"{service_id}.toml"
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    server.cli_ok("service", "register", str(manifest))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +54,7 @@ def chit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChitServer]:
 @pytest.fixture(scope="module")
 def secret(chit: ChitServer) -> str:
     chit.add_user("bad-user", PASSWORD)
-    register_service(chit, chit.data_dir.parent, "svc", ["things:read"])
+    register_services(chit, chit.data_dir.parent, {"svc": ["things:read"]})
     value: str = chit.add_client(CLIENT_ID, "--scope", "svc:things:read")["client_secret"]
     return value
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from helpers import ChitServer, free_port
+from helpers import ChitServer, free_port, register_services
 
 CONFIDENTIAL = "conf.svc-1"  # '.' and '-' in the id, on purpose
 PUBLIC = "pub-app"
@@ -32,29 +31,17 @@ FORM_OF = {
 }
 
 
-def register_service(server: ChitServer, directory: Path, service_id: str, permissions: list[str]) -> None:
-    """``chit service register`` a manifest defining ``permissions`` (a client's scope must name them)."""
-    lines = [f'id = "{service_id}"', "", "[permissions]", *(f'"{p}" = "{p}"' for p in permissions)]
-    manifest = directory / f"{service_id}.toml"
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    server.cli_ok("service", "register", str(manifest))
-
-
 @pytest.fixture(scope="module")
 def chit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChitServer]:
-    server = ChitServer(tmp_path_factory.mktemp("client-auth") / "data", free_port())
-    server.start()
-    try:
+    with ChitServer(tmp_path_factory.mktemp("client-auth") / "data", free_port()).running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def secret(chit: ChitServer) -> str:
     chit.add_client(PUBLIC, "--public", "--grant", "password", "--grant", "refresh_token")
     chit.add_user(USER, PASSWORD)
-    register_service(chit, chit.data_dir.parent, "svc", ["things:read"])
+    register_services(chit, chit.data_dir.parent, {"svc": ["things:read"]})
     value: str = chit.add_client(CONFIDENTIAL, "--scope", "svc:things:read")["client_secret"]
     return value
 

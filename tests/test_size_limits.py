@@ -14,11 +14,10 @@ import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ChitServer, free_port
+from helpers import ChitServer, free_port, register_services
 
 KIB = 1024
 MAX_REQUEST_LINE = 8 * KIB
@@ -103,28 +102,16 @@ def assert_refused(response: RawResponse, status: int) -> None:
 
 @pytest.fixture(scope="module")
 def chit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChitServer]:
-    server = ChitServer(tmp_path_factory.mktemp("size-limits") / "data", free_port())
-    server.start()
-    try:
+    with ChitServer(tmp_path_factory.mktemp("size-limits") / "data", free_port()).running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def basic(chit: ChitServer) -> str:
     """The Authorization header of a confidential client holding ``svc:things:*``."""
-    register_service(chit, chit.data_dir.parent, "svc", ["things:read"])
+    register_services(chit, chit.data_dir.parent, {"svc": ["things:read"]})
     client = chit.add_client(CLIENT_ID, "--scope", "svc:things:*")
     return "Basic " + base64.b64encode(f"{CLIENT_ID}:{client['client_secret']}".encode()).decode()
-
-
-def register_service(server: ChitServer, directory: Path, service_id: str, permissions: list[str]) -> None:
-    """``chit service register`` a manifest defining ``permissions`` (a client's scope must name them)."""
-    lines = [f'id = "{service_id}"', "", "[permissions]", *(f'"{p}" = "{p}"' for p in permissions)]
-    manifest = directory / f"{service_id}.toml"
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    server.cli_ok("service", "register", str(manifest))
 
 
 def post(

@@ -188,10 +188,6 @@ class AuditLog:
             error = exc
         _settle([p.future for p in batch if p.future is not None], error)
 
-    def record_now(self, *events: AuditEvent) -> None:
-        """Append events in the caller's thread (the CLI: one short-lived process, no writer thread)."""
-        self.store.append_audit([_row(e, self._now_us()) for e in events], chain_hash)
-
     def _ensure_writer(self) -> None:
         if self._writer is not None and self._writer.is_alive():
             return

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -143,18 +143,6 @@ class Store:
                 raise NotFoundError(f"no user {username!r}")
             row = conn.execute(select(t.users).where(t.users.c.username_key == username.casefold())).one()
         return _user(row)
-
-    def set_user_password(self, username: str, password_hash: str) -> None:
-        with self._write() as conn:
-            result = conn.execute(
-                update(t.users).where(t.users.c.username_key == username.casefold()).values(password_hash=password_hash)
-            )
-            if result.rowcount != 1:
-                raise NotFoundError(f"no user {username!r}")
-
-    def count_users(self) -> int:
-        with self._read() as conn:
-            return int(conn.scalar(select(func.count()).select_from(t.users)) or 0)
 
     # clients -----------------------------------------------------------------------------------
 
