@@ -23,11 +23,10 @@ from chit.server.grants.base import Grant, TokenRequest
 from chit.server.grants.client_credentials import ClientCredentialsGrant
 from chit.server.grants.password import PasswordGrant
 from chit.server.grants.refresh_token import RefreshTokenGrant
-from chit.server.grants.token_exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from chit.server.grants.token_exchange import TokenExchangeGrant
 
 GRANTS: tuple[type[Grant], ...] = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant, TokenExchangeGrant)
-KNOWN_GRANT_TYPES = frozenset({*(g.grant_type for g in GRANTS), TOKEN_EXCHANGE})
+KNOWN_GRANT_TYPES = frozenset(g.grant_type for g in GRANTS)
 
 
 class TokenEndpoint:
@@ -83,15 +82,6 @@ class TokenEndpoint:
             detail={"grant_type": grant_type, "scope": " ".join(claims.scope), "session": claims.sid},
         )
         return TokenOutcome(issued.response(), None, request.events)
-
-    def handle(
-        self, body: bytes, *, content_type: str | None, authorization: str | None, source: str, request_id: str = ""
-    ) -> dict[str, Any]:
-        """The whole endpoint in the caller's thread (tests and tools; the app splits it up)."""
-        params, grant_type = self.parse(body, content_type)
-        outcome = self.issue(params, grant_type, authorization=authorization, source=source, request_id=request_id)
-        self.server.audit.record(*outcome.events)
-        return outcome.result()
 
 
 @dataclass
