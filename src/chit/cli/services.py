@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, fail, refusals
-from chit.policy.manifest import parse_manifest
+from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, refusals
+from chit.policy.manifest import load_manifest
 
 app = typer.Typer(help="Manage registered services.", no_args_is_help=True)
 
@@ -22,12 +22,8 @@ def register(
 ) -> None:
     """Register or update a service from its manifest (idempotent). Creates the service's client
     for client_credentials and prints its secret once, on first registration."""
-    try:
-        text = manifest.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"cannot read {manifest}: {exc}") from None
-    with refusals():
-        parsed = parse_manifest(text, str(manifest))
+    with refusals():  # a file that cannot be read, or is too large, is refused like a bad manifest
+        parsed = load_manifest(manifest)
     with administration(data_dir, database_url) as admin:
         outcome, secret = admin.register_service(parsed)
     data = {

@@ -19,14 +19,23 @@ Example (DESIGN §4)::
     deferred = ["tagging:tags:write"]
 
 Every error names the file, the line and the key it is about.
+
+A manifest comes from outside (a file, or the admin API's request body), so it is parsed with bounds
+(issue 12): at most ``MAX_CHARS`` characters, nested at most ``MAX_DEPTH`` levels (checked by a small
+scanner *before* tomllib, which recurses once per level), and at most ``MAX_PERMISSIONS``
+permissions, ``MAX_ROLES`` roles and ``MAX_LIST`` entries in a list. Whatever tomllib or a value of
+the wrong type does, ``parse_manifest`` returns a ``Manifest`` or raises ``ManifestError``, whose
+message is one line.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from chit.errors import InvalidPermissionError, RefusedError
@@ -37,6 +46,16 @@ NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 TOP_LEVEL = ("id", "description", "permissions", "roles", "needs", "on_behalf")
 SECTION_KEYS = {"needs": ("permissions",), "on_behalf": ("permissions", "deferred")}
 RESERVED_IDS = frozenset({CHIT_SERVICE})
+
+MAX_CHARS = 60_000  # as the admin API's request body (chit.server.admin.models.ServiceManifest)
+MAX_DEPTH = 8  # open [ and { plus the dots of a dotted key; a real manifest needs 2 or 3
+MAX_PERMISSIONS = 500  # under [permissions]
+MAX_ROLES = 100  # under [roles]
+MAX_ROLE_MEMBERS = MAX_PERMISSIONS  # a role bundles the service's own permissions: all of them at most
+MAX_LIST = 100  # needs.permissions, on_behalf.permissions, on_behalf.deferred
+MAX_DESCRIPTION = 1000  # characters of a description (the service's or a permission's)
+MAX_PERMISSION_NAME = 3 * 64 + 2  # service:resource:action, each segment at most 64 characters
+_SHOWN = 80  # characters of a key or value quoted in a message
 
 
 class ManifestError(RefusedError):
@@ -74,18 +93,160 @@ class Manifest:
         )
 
 
-def _line_of(text: str, section: str | None, key: str) -> int | None:
-    """The line where ``key`` is set, inside ``[section]`` (None: top level)."""
-    current: str | None = None
-    pattern = re.compile(r'\s*(?:"' + re.escape(key) + r'"|' + "'" + re.escape(key) + "'|" + re.escape(key) + r")\s*=")
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = re.match(r"\s*\[\s*([^\]]+?)\s*\]", line)
-        if header:
-            current = header.group(1).strip("\"'")
-            if section is not None and current == section and key == "":
-                return number
+def _shown(text: str) -> str:
+    """A key as it appears in a message: itself when short and printable, else quoted and cut."""
+    if len(text) <= _SHOWN:
+        return text if text.isprintable() and text.strip() == text and text else repr(text)
+    return f"{text[:_SHOWN]!r}... ({len(text)} characters)"
+
+
+def _quoted(text: str) -> str:
+    """A value quoted in a message: its repr (one line), cut when long."""
+    return repr(text) if len(text) <= _SHOWN else f"{text[:_SHOWN]!r}... ({len(text)} characters)"
+
+
+def _kind(value: Any) -> str:
+    """The TOML name of a value's type."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, list):
+        return "array of tables" if value and all(isinstance(v, dict) for v in value) else "array"
+    kinds: tuple[tuple[type, str], ...] = (
+        (str, "string"),
+        (int, "integer"),
+        (float, "float"),
+        (dict, "table"),
+        (datetime.datetime, "date-time"),  # before date: a datetime is a date
+        (datetime.date, "date"),
+        (datetime.time, "time"),
+    )
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _line_at(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+# the bounds checked before tomllib runs ----------------------------------------------------------
+
+# What the nesting scanner stops at: string openers (multi-line first), comments, brackets, and what
+# ends a dotted key (=, comma, newline). Everything else (bare keys, numbers, spaces) is skipped.
+_TOKEN = re.compile(r"\"\"\"|'''|[\"'#\[\]{}.=,\n]")
+_BASIC_REST = re.compile(r'(?:[^"\\\n]+|\\.)*"?')  # after ": to the closing quote, or the line's end
+_LITERAL_REST = re.compile(r"[^'\n]*'?")  # after ': to the closing quote, or the line's end
+# after """: to the closing """ (which may follow up to two quotes of the content), or the text's end
+_ML_BASIC_REST = re.compile(r'(?:[^"\\]+|\\.|"(?!""))*(?:"{3,5})?', re.DOTALL)
+_ML_LITERAL_REST = re.compile(r"(?:[^']+|'(?!''))*(?:'{3,5})?")
+
+
+def _skip(rest: re.Pattern[str], text: str, pos: int) -> int:
+    match = rest.match(text, pos)  # each of these patterns matches, if only the empty string
+    return match.end() if match else pos
+
+
+def _check_size(text: str, source: str) -> None:
+    if len(text) > MAX_CHARS:
+        raise ManifestError(source, None, "toml", f"larger than {MAX_CHARS} characters")
+    surrogate = re.search(r"[\ud800-\udfff]", text)
+    if surrogate:  # tomllib would accept one in a literal string; the database and JSON would not
+        line = _line_at(text, surrogate.start())
+        raise ManifestError(source, line, "toml", f"a lone surrogate {surrogate.group()!r} is not Unicode text")
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse text nested deeper than MAX_DEPTH, without parsing it: tomllib recurses once per level.
+
+    The level at a point is the number of ``[`` and ``{`` open there (outside strings and comments)
+    plus the dots of the dotted key being read (``a.b.c = 1`` is two tables deep; tomllib's time
+    grows with the square of a dotted key's length). Strings: "basic" with escapes, 'literal',
+    and the multi-line forms of both; ``#`` comments run to the end of the line. Brackets of
+    table headers count too (``[[a.b]]`` is at level 3 at its dot). Text that is not valid TOML
+    is scanned all the same: tomllib refuses it afterwards.
+    """
+    depth = 0  # [ and { open
+    dots = 0  # dots of the current dotted key (or float, or date-time: one at most, harmless)
+    pos = 0
+    while (match := _TOKEN.search(text, pos)) is not None:
+        token, pos = match.group(), match.end()
+        if token == ".":
+            dots += 1
+        elif token == '"':  # a quoted key segment may continue a dotted key: dots are kept
+            pos = _skip(_BASIC_REST, text, pos)
             continue
-        if current == section and pattern.match(line):
+        elif token == "'":
+            pos = _skip(_LITERAL_REST, text, pos)
+            continue
+        else:
+            dots = 0
+            if token == '"""':
+                pos = _skip(_ML_BASIC_REST, text, pos)
+            elif token == "'''":
+                pos = _skip(_ML_LITERAL_REST, text, pos)
+            elif token == "#":
+                end = text.find("\n", pos)
+                pos = len(text) if end < 0 else end
+            elif token in "[{":
+                depth += 1
+            elif token in "]}":
+                depth = max(depth - 1, 0)
+        if depth + dots > MAX_DEPTH:
+            raise ManifestError(source, _line_at(text, match.start()), "toml", f"nested deeper than {MAX_DEPTH} levels")
+
+
+def _load_toml(text: str, source: str) -> dict[str, Any]:
+    _check_size(text, source)
+    _check_nesting(text, source)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        at = re.search(r"at line (\d+)", str(exc))
+        raise ManifestError(source, int(at.group(1)) if at else None, "toml", str(exc)) from None
+    except (RecursionError, MemoryError):  # the bounds above should make these impossible: refuse anyway
+        raise ManifestError(source, None, "toml", "nested too deeply or too large to parse") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        problem = " ".join(str(exc).split(";")[0].split())  # not Python's advice on raising its limit
+        raise ManifestError(source, None, "toml", f"a value that cannot be read: {problem[:200]}") from None
+
+
+def read_manifest(path: Path) -> str:
+    """A manifest file's text, never reading more than MAX_CHARS + 1 characters of it."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_CHARS + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RefusedError(f"cannot read {path}: {exc}") from None
+    if len(text) > MAX_CHARS:
+        raise ManifestError(str(path), None, "toml", f"larger than {MAX_CHARS} characters")
+    return text
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and parse a manifest file, with the bounds of ``parse_manifest``."""
+    return parse_manifest(read_manifest(path), str(path))
+
+
+# reading the parsed manifest ---------------------------------------------------------------------
+
+
+def _line_of(text: str, section: str | None, key: str) -> int | None:
+    """The line where ``key`` is set, inside ``[section]`` (None: top level).
+
+    Plain string work, no regular expression: this runs on text an attacker wrote.
+    """
+    current: str | None = None
+    spellings = (f'"{key}"', f"'{key}'", key)
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.lstrip()
+        if stripped.startswith("["):
+            end = stripped.find("]")
+            if end > 1:  # a header: [section] or [[section]]
+                current = stripped[1:end].lstrip("[").strip().strip("\"'")
+                if section is not None and current == section and key == "":
+                    return number
+                continue
+        if current == section and any(
+            stripped.startswith(s) and stripped[len(s) :].lstrip().startswith("=") for s in spellings
+        ):
             return number
     return None
 
@@ -101,12 +262,41 @@ class _Reader:
             line = _line_of(self.text, section, "")
         if line is None and section is not None:  # an inline table: `roles = { ... }` at the top level
             line = _line_of(self.text, None, section)
-        label = f"{section}.{key}" if section and key else (section or key)
+        if line is None and section is None:  # a top-level key set by a header: [[roles]]
+            line = _line_of(self.text, key, "")
+        label = f"{section}.{_shown(key)}" if section and key else (section or _shown(key))
         return ManifestError(self.source, line, label, problem)
 
-    def permission(self, section: str, key: str, value: Any, *, owner: str | None = None) -> str:
+    def table(self, section: str, value: Any, what: str, limit: int, noun: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(None, section, f"expected a table of {what}, found {_kind(value)}")
+        if len(value) > limit:
+            raise self.error(section, "", f"more than {limit} {noun} (found {len(value)})")
+        return value
+
+    def description(self, section: str | None, key: str, value: Any, problem: str) -> str:
         if not isinstance(value, str):
-            raise self.error(section, key, f"expected a permission name, found {type(value).__name__}")
+            raise self.error(section, key, f"{problem}, found {_kind(value)}")
+        if len(value) > MAX_DESCRIPTION:
+            raise self.error(section, key, f"longer than {MAX_DESCRIPTION} characters (found {len(value)})")
+        return value
+
+    def entries(self, section: str, key: str, value: Any, what: str, limit: int) -> list[str]:
+        """A list of strings, at most ``limit`` of them."""
+        if not isinstance(value, list):
+            raise self.error(section, key, f"expected a list of {what}, found {_kind(value)}")
+        if len(value) > limit:
+            raise self.error(section, key, f"more than {limit} entries (found {len(value)})")
+        for entry in value:
+            if not isinstance(entry, str):
+                raise self.error(section, key, f"expected a list of {what}, found {_kind(entry)} in it")
+            if len(entry) > MAX_PERMISSION_NAME:
+                raise self.error(
+                    section, key, f"{_quoted(entry)} is longer than a permission name ({MAX_PERMISSION_NAME})"
+                )
+        return value
+
+    def permission(self, section: str, key: str, value: str, *, owner: str | None = None) -> str:
         try:
             permission = Permission.parse(value)
         except InvalidPermissionError as exc:
@@ -116,36 +306,32 @@ class _Reader:
         return str(permission)
 
     def permission_list(self, section: str, key: str, value: Any, *, owner: str) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise self.error(section, key, "expected a list of permission names")
-        return tuple(sorted({self.permission(section, key, v, owner=owner) for v in value}))
+        names = self.entries(section, key, value, "permission names", MAX_LIST)
+        return tuple(sorted({self.permission(section, key, v, owner=owner) for v in names}))
 
 
 def parse_manifest(text: str, source: str = "manifest") -> Manifest:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        at = re.search(r"at line (\d+)", str(exc))
-        raise ManifestError(source, int(at.group(1)) if at else None, "toml", str(exc)) from None
+    """Parse and check a manifest; raise ``ManifestError`` (a one-line ``RefusedError``) on anything else."""
+    data = _load_toml(text, source)
     r = _Reader(text, source)
     for key in data:
         if key not in TOP_LEVEL:
             raise r.error(None, key, f"unknown key; a manifest has {', '.join(TOP_LEVEL)}")
 
     service_id = data.get("id")
+    if service_id is not None and not isinstance(service_id, str):
+        raise r.error(None, "id", f"expected a string (the service id), found {_kind(service_id)}")
     if not isinstance(service_id, str) or not SERVICE_ID.match(service_id):
         raise r.error(
             None, "id", "the service id is 1-48 characters of a-z, 0-9 and '-', starting with a letter or digit"
         )
     if service_id in RESERVED_IDS:
         raise r.error(None, "id", f"{service_id!r} is reserved for the auth server")
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise r.error(None, "description", "expected a string")
+    description = r.description(None, "description", data.get("description", ""), "expected a string")
 
-    raw_permissions = data.get("permissions", {})
-    if not isinstance(raw_permissions, dict):
-        raise r.error(None, "permissions", "expected a table of resource:action = description")
+    raw_permissions = r.table(
+        "permissions", data.get("permissions", {}), "resource:action = description", MAX_PERMISSIONS, "permissions"
+    )
     permissions: dict[str, str] = {}
     for short, text_description in raw_permissions.items():
         parts = short.split(":")
@@ -153,26 +339,24 @@ def parse_manifest(text: str, source: str = "manifest") -> Manifest:
             raise r.error(
                 "permissions", short, "expected resource:action, each 1-64 characters of a-z, 0-9, '.', '_', '-'"
             )
-        if not isinstance(text_description, str) or not text_description.strip():
+        text_description = r.description("permissions", short, text_description, "every permission needs a description")
+        if not text_description.strip():
             raise r.error("permissions", short, "every permission needs a description")
         permissions[f"{service_id}:{short}"] = text_description.strip()
 
-    raw_roles = data.get("roles", {})
-    if not isinstance(raw_roles, dict):
-        raise r.error(None, "roles", "expected a table of role = [permissions]")
+    raw_roles = r.table("roles", data.get("roles", {}), "role = [permissions]", MAX_ROLES, "roles")
     roles: dict[str, tuple[str, ...]] = {}
-    for role, members in raw_roles.items():
+    for role, value in raw_roles.items():
         if not NAME.match(role):
             raise r.error("roles", role, "a role name is 1-64 characters of a-z, 0-9, '.', '_', '-'")
-        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise r.error("roles", role, "expected a list of this service's permissions (resource:action)")
+        members = r.entries("roles", role, value, "this service's permissions (resource:action)", MAX_ROLE_MEMBERS)
         full = set()
         for member in members:
             name = member if member.count(":") == 2 else f"{service_id}:{member}"
             if name not in permissions:
                 if member.count(":") == 2 and not member.startswith(service_id + ":"):
                     raise r.error("roles", role, f"{member!r} belongs to another service; roles bundle their own")
-                raise r.error("roles", role, f"{member!r} is not defined under [permissions]")
+                raise r.error("roles", role, f"{_quoted(member)} is not defined under [permissions]")
             full.add(name)
         roles[f"{service_id}:{role}"] = tuple(sorted(full))
 
@@ -180,7 +364,7 @@ def parse_manifest(text: str, source: str = "manifest") -> Manifest:
     for section, allowed in SECTION_KEYS.items():
         raw = data.get(section, {})
         if not isinstance(raw, dict):
-            raise r.error(None, section, "expected a table")
+            raise r.error(None, section, f"expected a table, found {_kind(raw)}")
         for key in raw:
             if key not in allowed:
                 raise r.error(section, key, f"unknown key; [{section}] has {', '.join(allowed)}")
