@@ -359,12 +359,17 @@ def test_admin_changes_over_the_api_are_recorded_with_actor_subject_source_and_r
     assert event_of(request_id, "user.disabled")["subject"] == user_id
 
 
-def test_a_refused_admin_change_writes_no_event(chit: ChitServer, admin: Admin) -> None:
+def test_a_refused_admin_change_records_only_its_refusal(chit: ChitServer, admin: Admin) -> None:
     chit.add_user("refused-change", "refused-change-password")
     request_id = rid()
     r = admin.call("POST", "/admin/users", request_id, json={"username": "refused-change", "password": "x" * 12})
     assert r.status_code == 409
-    assert admin.events(request_id=request_id) == []
+    [event] = admin.events(request_id=request_id)
+    assert (event["type"], event["outcome"]) == ("admin.refused", "failure")
+    assert event["detail"]["operation"] == "user.create"
+    assert event["detail"]["username"] == "refused-change"
+    assert "password" not in event["detail"]
+    assert "already exists" in event["detail"]["reason"]
 
 
 def test_admin_changes_over_the_cli_are_recorded_as_the_operator(chit: ChitServer) -> None:

@@ -18,6 +18,7 @@ import uvicorn
 from helpers import ChitServer, free_port
 
 from chit import InvalidTokenError, ServiceIdentity, Verifier
+from chit.sdk import RevokedTokens
 
 pytestmark = pytest.mark.anyio
 READ = "image-store:images:read"
@@ -264,6 +265,35 @@ async def test_user_tokens_hand_jti_and_sid_to_the_revocation_check(chit_server:
     assert principal.session_id == claims["sid"]
     assert seen == [(claims["jti"], claims["sid"])]
     revoked_sessions.add(claims["sid"])
+    with pytest.raises(InvalidTokenError, match="revoked"):
+        await verifier.verify(token)
+
+
+async def test_a_revoked_api_key_ends_the_tokens_exchanged_from_it_in_the_sdk(
+    chit_server: ChitServer, tmp_path: Path
+) -> None:
+    """An exchanged token's ``sid`` is its API key's id: a feed that revokes the key reaches it."""
+    photos(chit_server, tmp_path)
+    exchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+    chit_server.cli_ok("role", "create", "edge", "--permission", "chit:api-keys:exchange")
+    edge_secret = chit_server.add_client("edge", "--grant", exchange)["client_secret"]
+    chit_server.cli_ok("grant", "client:edge", "edge")
+    key = chit_server.cli_ok("api-key", "create", "--owner", "alice", "--scope", READ, "--json").json()
+    response = httpx.post(
+        chit_server.token_url,
+        data={
+            "grant_type": exchange,
+            "subject_token": key["api_key"],
+            "subject_token_type": "urn:chit:token-type:api-key",
+        },
+        auth=("edge", edge_secret),
+    )
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    revoked = RevokedTokens()
+    verifier = Verifier(chit_server.url, "image-store", revocation=revoked)
+    assert (await verifier.verify(token)).session_id == key["id"]
+    revoked.revoke_session(key["id"])
     with pytest.raises(InvalidTokenError, match="revoked"):
         await verifier.verify(token)
 

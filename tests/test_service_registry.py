@@ -57,8 +57,12 @@ def registry(chit: ChitServer) -> Iterator[RegistryStore]:
         engine.dispose()
 
 
-def audit_count(chit: ChitServer) -> int:
-    return len(chit.cli_ok("audit", "tail", "--json", "-n", "10000").json()["events"])
+def audit_count(chit: ChitServer, type: str | None = None) -> int:
+    """How many events the audit log holds: changes only, or only those of ``type``."""
+    events = chit.cli_ok("audit", "tail", "--json", "-n", "10000").json()["events"]
+    if type is None:
+        return sum(1 for e in events if e["type"] != "admin.refused")
+    return sum(1 for e in events if e["type"] == type)
 
 
 def assert_refused(result: CliResult, *fragments: str) -> str:
@@ -251,6 +255,7 @@ def test_removing_a_permission_someone_holds_is_refused_and_changes_nothing(chit
     chit.add_client("held-bot", "--scope", "held:bar:write")
     services_before = chit.cli_ok("service", "list", "--json").stdout
     events_before = audit_count(chit)
+    refusals_before = audit_count(chit, "admin.refused")
 
     drop_permission = '[permissions]\n"bar:read" = "Read"\n[roles]\nreader = ["bar:read"]\nwriter = ["bar:read"]\n'
     manifest(manifests, "held", drop_permission)
@@ -264,6 +269,7 @@ def test_removing_a_permission_someone_holds_is_refused_and_changes_nothing(chit
 
     assert chit.cli_ok("service", "list", "--json").stdout == services_before
     assert audit_count(chit) == events_before
+    assert audit_count(chit, "admin.refused") == refusals_before + 2  # each refusal is on record
     assert scope(login(chit, "held-user", "held-user-password")) == {"held:bar:read", "held:bar:write"}
 
     # once nobody holds it, the role can go

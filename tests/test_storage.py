@@ -92,18 +92,21 @@ def test_user_ids_are_distinct(store: Store) -> None:
 
 def test_disable_and_enable_a_user(store: Store) -> None:
     user = store.create_user("bob", "h", NOW)
-    disabled = store.set_user_disabled("BOB", True)
+    assert user.revoked_before == 0
+    disabled = store.set_user_disabled("BOB", True, NOW + 5)
     assert disabled.id == user.id
     assert disabled.disabled
     assert store.user_by_id(user.id).disabled  # type: ignore[union-attr]
-    enabled = store.set_user_disabled("bob", False)
+    enabled = store.set_user_disabled("bob", False, NOW + 9)
     assert not enabled.disabled
     assert not store.user_by_username("bob").disabled  # type: ignore[union-attr]
+    # everything issued up to the disable's second stays revoked: enabling keeps the mark
+    assert enabled.revoked_before == NOW + 6
 
 
 def test_disable_missing_user_is_not_found(store: Store) -> None:
     with pytest.raises(NotFoundError, match="no user 'ghost'"):
-        store.set_user_disabled("ghost", True)
+        store.set_user_disabled("ghost", True, NOW)
 
 
 # clients -----------------------------------------------------------------------------------------

@@ -102,6 +102,20 @@ class TooManyAttemptsError(OAuth2Error):
         self.retry_after = retry_after
 
 
+class DatabaseBusyError(OAuth2Error):
+    """Another session held a database lock longer than this process may wait: 503, retry shortly.
+
+    Raised by the storage layer (SQLite "database is locked", PostgreSQL ``lock_not_available``).
+    """
+
+    error = "temporarily_unavailable"
+    status_code = 503
+    retry_after = 1
+
+    def __init__(self, description: str = "the database is busy; retry shortly") -> None:
+        super().__init__(description, headers={"Retry-After": str(self.retry_after)})
+
+
 class PayloadTooLargeError(InvalidRequestError):
     status_code = 413
 

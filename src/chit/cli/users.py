@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import sys
 from typing import Annotated
@@ -10,17 +9,16 @@ from typing import Annotated
 import typer
 
 from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, fail
+from chit.policy.usernames import USERNAME_RULE, is_valid_username
 from chit.server.credentials import check_new_password
 
 app = typer.Typer(help="Manage users.", no_args_is_help=True)
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 
 
 def check_username(value: str) -> str:
-    if not USERNAME.match(value):
-        raise typer.BadParameter(
-            "a username is 1-64 characters of letters, digits and . _ @ + -, starting with a letter or digit"
-        )
+    """The admin API's rule (ASCII only): anything else is a usage error, before any work is done."""
+    if not is_valid_username(value):
+        raise typer.BadParameter(USERNAME_RULE)
     return value
 
 

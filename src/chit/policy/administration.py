@@ -5,10 +5,13 @@
 * A *service admin* of ``S`` holds ``chit:service.S:admin`` (through the role
   ``chit:service-admin.S``, created when ``S`` registers) and may grant and revoke ``S``'s
   permissions and nothing else.
+* ``actor`` below is always what the *presented token* carries, never what its owner holds.
 * Nobody grants a role unless they administer every permission in it (a service admin of its
   service), except holders of ``chit:grants:write`` (the super admin), who may grant any role;
-  nobody creates a client or a role with a permission they neither hold nor administer: there is no
-  other way up.
+  nobody creates an API key, a client or a role with a permission they neither hold nor administer
+  (``chit:grants:write`` administers every service's permissions, never ``chit:*`` ones), and a
+  manifest's ``[needs]``/``[on_behalf]`` follow the same rule, ``chit:*`` in them taking ``chit:*:*``:
+  there is no other way up.
 * Granting a service admin permission is appointing a service admin: it takes ``chit:admins:write``,
   even for a service admin who holds that permission.
 """
@@ -48,6 +51,7 @@ def perm(text: str) -> Permission:
 
 
 GRANT_ANY = perm("chit:grants:write")
+SUPER_ADMIN = Permission(CHIT_SERVICE, WILDCARD, WILDCARD)
 APPOINT = perm("chit:admins:write")
 
 
@@ -75,25 +79,42 @@ def appoints(p: Permission) -> bool:
 def ungrantable(
     actor: Iterable[Permission], permissions: Iterable[Permission], *, holding_suffices: bool = True
 ) -> list[str]:
-    """The permissions ``actor`` may not hand to anyone (empty: it may grant them all).
+    """The permissions ``actor`` (what the presented token carries) may not hand on (empty: all allowed).
 
-    Holding a permission lets one cap what one creates with it (a client's scope, a role's
-    permissions); granting it to a principal (``holding_suffices=False``) takes administering it.
+    Creating something that carries a permission (an API key, a client's scope, a role's
+    permissions; ``holding_suffices=True``) takes holding it, or administering it as the admin of
+    its service (``chit:grants:write`` administers every service's permissions, never ``chit:*``);
+    granting a role that holds it to a principal (``holding_suffices=False``) takes administering it.
+    Either way, handing on a service admin permission takes ``chit:admins:write``.
     """
     actor = frozenset(actor)
-    if is_covered(GRANT_ANY, actor):
-        return []
+    grant_any = is_covered(GRANT_ANY, actor)
     refused = []
     for p in sorted(set(permissions)):
-        if appoints(p) and not is_covered(APPOINT, actor):
+        if appoints(p) and not (is_covered(APPOINT, actor) or (grant_any and not holding_suffices)):
             refused.append(str(p))
             continue
         if holding_suffices and is_covered(p, actor):
+            continue
+        if grant_any and (p.service != CHIT_SERVICE or not holding_suffices):
             continue
         if p.service != CHIT_SERVICE and is_covered(service_admin_permission(p.service), actor):
             continue
         refused.append(str(p))
     return refused
+
+
+def unmanifestable(actor: Iterable[Permission], permissions: Iterable[Permission]) -> list[str]:
+    """What a manifest's ``[needs]``/``[on_behalf]`` may not list when registered by ``actor``.
+
+    Each must be held or administered (as for a client's scope); ``chit:*`` ones take ``chit:*:*``,
+    since a service account's needs are handed out by every registration to come.
+    """
+    actor = frozenset(actor)
+    everything = is_covered(SUPER_ADMIN, actor)
+    chit = sorted(str(p) for p in set(permissions) if p.service == CHIT_SERVICE and not everything)
+    others = [p for p in permissions if p.service != CHIT_SERVICE]
+    return sorted(set(chit) | set(ungrantable(actor, others)))
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:

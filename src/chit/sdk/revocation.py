@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 @runtime_checkable
 class RevocationCheck(Protocol):
     def is_revoked(self, token_id: str, session_id: str | None) -> bool:
-        """Whether the token ``token_id`` (its ``jti``) or its session (its ``sid``, the refresh-token
-        family it came from) has been revoked."""
+        """Whether the token ``token_id`` (its ``jti``) or its session (its ``sid``: the refresh-token
+        family ``rtf_…`` or the API key ``key_…`` it came from) has been revoked."""
         ...
 
 

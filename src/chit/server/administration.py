@@ -1,29 +1,50 @@
 """Administrative operations, shared by the CLI and the admin API.
 
-Each operation checks what the acting principal may do (``chit.policy.administration``), validates
-its input, writes in one transaction and leaves an audit event. The CLI acts as the *operator*:
-whoever can read the data directory already holds every key, so it acts with ``chit:*:*``.
+Authority follows the presenting token (DESIGN §4): each operation checks what the *token* carries
+(``Actor.permissions``), never what its owner holds in the database, and whatever it creates is
+bounded by that (``chit.policy.administration``). It validates its input, writes in one transaction
+and leaves an audit event; a refusal leaves one too (``admin.refused``, outcome ``failure``). A
+caller who may not read a user, client, key or session is never told whether it exists. The CLI
+acts as the *operator*: whoever can read the data directory already holds every key, so it acts
+with ``chit:*:*``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from chit.core.keys import check_algorithm
-from chit.errors import NotFoundError, RefusedError
+from chit.errors import ChitError, NotFoundError, RefusedError
 from chit.policy import administration as rules
 from chit.policy.manifest import Manifest
 from chit.policy.permissions import Permission, intersect, parse_all
-from chit.server.audit import AuditEvent
+from chit.server.audit import FAILURE, AuditEvent
 from chit.server.authserver import AuthServer
 from chit.server.credentials import check_new_password, format_api_key, hash_password, hash_secret, new_secret
 from chit.server.endpoints.token import KNOWN_GRANT_TYPES
-from chit.storage.records import ApiKeyRecord, Client, Registration, User, new_id
+from chit.storage.records import (
+    API_KEY_PREFIX,
+    ApiKeyRecord,
+    AuditRecord,
+    Client,
+    Registration,
+    ServiceRecord,
+    SessionRecord,
+    User,
+    new_id,
+)
 
 OPERATOR_SUBJECT = "operator"
+REFUSED = "admin.refused"
+_SECRET_ARGUMENTS = frozenset({"password"})
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ForbiddenError(RefusedError):
@@ -40,7 +61,7 @@ class Actor:
 
     @classmethod
     def operator(cls) -> Actor:
-        return cls(OPERATOR_SUBJECT, frozenset({Permission("chit", "*", "*")}), source="cli")
+        return cls(OPERATOR_SUBJECT, frozenset({rules.SUPER_ADMIN}), source="cli")
 
 
 @dataclass(frozen=True)
@@ -49,16 +70,53 @@ class CreatedApiKey:
     secret: str  # shown once
 
 
+def _described(value: Any) -> Any:
+    """An argument as the audit log keeps it: plain, short, never a secret."""
+    if isinstance(value, Manifest):
+        return value.id
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return sorted(str(v)[:200] for v in value)[:100]
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    return str(value)[:200]
+
+
+def audited(operation: str) -> Callable[[Callable[Concatenate[Administration, P], R]], Callable[..., R]]:
+    """Record a refusal of ``operation`` (outcome ``failure``: who, what was attempted, why), then re-raise."""
+
+    def wrap(method: Callable[Concatenate[Administration, P], R]) -> Callable[..., R]:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def run(self: Administration, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(self, *args, **kwargs)
+            except ChitError as exc:
+                bound = signature.bind(self, *args, **kwargs)
+                attempted = {
+                    k: _described(v) for k, v in list(bound.arguments.items())[1:] if k not in _SECRET_ARGUMENTS
+                }
+                self.refused(operation, exc, attempted)
+                raise
+
+        return run
+
+    return wrap
+
+
 @dataclass
 class Administration:
     server: AuthServer
     actor: Actor
     _events: list[AuditEvent] = field(default_factory=list)
 
-    # helpers -----------------------------------------------------------------------------------
+    # the authority rule ------------------------------------------------------------------------
+
+    def holds(self, permission: str | Permission) -> bool:
+        return rules.holds(self.actor.permissions, permission)
 
     def require(self, permission: str) -> None:
-        if not rules.holds(self.actor.permissions, permission):
+        if not self.holds(permission):
             raise ForbiddenError(f"missing {permission}")
 
     def _may_grant(self, permissions: Iterable[Permission], *, holding_suffices: bool = True) -> None:
@@ -73,10 +131,11 @@ class Administration:
         if problems:
             raise RefusedError("; ".join(problems))
 
-    def _audit(self, type: str, *, subject: str | None = None, **detail: Any) -> None:
+    def _audit(self, type: str, *, subject: str | None = None, outcome: str = "success", **detail: Any) -> None:
         self.server.audit.record(
             AuditEvent(
                 type,
+                outcome,
                 client_id=self.actor.client_id,
                 subject=subject,
                 actors=(self.actor.subject,),
@@ -85,6 +144,13 @@ class Administration:
                 detail=detail,
             )
         )
+
+    def refused(self, operation: str, exc: Exception, attempted: dict[str, Any]) -> None:
+        """Audit a refusal; the error is marked so that the HTTP layer does not record it twice."""
+        if getattr(exc, "audited", False):
+            return
+        self._audit(REFUSED, outcome=FAILURE, operation=operation, reason=str(exc)[:500], **attempted)
+        exc.audited = True  # type: ignore[attr-defined]
 
     def principal_id(self, principal: str) -> tuple[str, str]:
         """(id, description) of ``user:NAME``, ``client:ID``, or a bare name naming exactly one."""
@@ -108,21 +174,64 @@ class Administration:
             return client.id, f"client:{client.client_id}"
         raise NotFoundError(f"no user or client {principal!r}")
 
+    def _principal_unless_self(self, principal: str, permission: str) -> tuple[str, str]:
+        """Resolve ``principal``; anyone else than the caller takes ``permission``, and a caller
+        without it gets the same refusal whether or not the principal exists."""
+        try:
+            found = self.principal_id(principal)
+        except NotFoundError:
+            self.require(permission)
+            raise
+        if found[0] != self.actor.subject:
+            self.require(permission)
+        return found
+
+    def _role_permissions(self, role: str) -> frozenset[Permission]:
+        """A role's permissions, once the caller may grant it (else a refusal that tells nothing of it)."""
+        store = self.server.store
+        try:
+            permissions = parse_all(store.role_permissions(role))
+        except NotFoundError:
+            if self._may_see_role(role):
+                raise
+            raise ForbiddenError(f"the token may not grant {role!r}") from None
+        if rules.ungrantable(self.actor.permissions, permissions, holding_suffices=False):
+            if self._may_see_role(role, permissions):
+                self._may_grant(permissions, holding_suffices=False)
+            raise ForbiddenError(f"the token may not grant {role!r}")
+        return permissions
+
+    def _may_see_role(self, role: str, permissions: frozenset[Permission] = frozenset()) -> bool:
+        """Whether a refusal may name what a role holds: to one who may read roles, administers the
+        role's service, or holds all of it already."""
+        service = role.split(":", 1)[0]
+        if self.holds("chit:roles:read") or (permissions and all(self.holds(p) for p in permissions)):
+            return True
+        return service != "chit" and self.holds(rules.service_admin_permission(service))
+
     # services ----------------------------------------------------------------------------------
 
+    @audited("service.register")
     def register_service(self, manifest: Manifest) -> tuple[Registration, str | None]:
         self.require("chit:services:admin")
         store = self.server.store
+        listed = parse_all([*manifest.needs, *manifest.on_behalf, *manifest.deferred])
+        beyond = rules.unmanifestable(self.actor.permissions, listed)
+        if beyond:
+            raise ForbiddenError(
+                "[needs] and [on_behalf] may list only what the token carries or administers"
+                f" (chit:* ones take chit:*:*): {' '.join(beyond)}"
+            )
         registered = [s.id for s in store.services() if s.id != manifest.id]
         # Services register in any order: what names a service not registered yet waits for it;
         # what names a registered one must be among its permissions (a typo must not grant nothing).
-        named = [p for p in parse_all([*manifest.needs, *manifest.on_behalf]) if p.service in registered]
+        named = [p for p in listed if p.service in registered]
         problems = rules.undefined(named, store.defined_permissions(), registered)
         if problems:
             raise RefusedError("; ".join(problems))
         secret = new_secret()
         admin_role = (rules.service_admin_role(manifest.id), str(rules.service_admin_permission(manifest.id)))
-        outcome = self.server.store.register_service(
+        outcome = store.register_service(
             manifest,
             admin_role=admin_role,
             secret_hash=hash_secret(secret),
@@ -132,8 +241,14 @@ class Administration:
             self._audit("service.registered", service=manifest.id, created=outcome.created)
         return outcome, secret if outcome.client_created else None
 
+    @audited("service.list")
+    def services(self) -> list[ServiceRecord]:
+        self.require("chit:services:read")
+        return self.server.store.services()
+
     # roles and grants --------------------------------------------------------------------------
 
+    @audited("role.create")
     def create_role(self, name: str, permissions: Sequence[str], description: str = "") -> None:
         self.require("chit:roles:write")
         perms = parse_all(permissions)
@@ -146,22 +261,35 @@ class Administration:
         self.server.store.create_role(name, sorted(str(p) for p in perms), self.server.now(), description)
         self._audit("role.created", role=name, permissions=sorted(str(p) for p in perms))
 
+    @audited("role.list")
+    def roles(self) -> list[dict[str, Any]]:
+        self.require("chit:roles:read")
+        return self.server.store.roles()
+
+    @audited("grant.add")
     def grant(self, principal: str, role: str) -> bool:
+        self._role_permissions(role)
         principal_id, described = self.principal_id(principal)
-        self._may_grant(parse_all(self.server.store.role_permissions(role)), holding_suffices=False)
         added = self.server.store.grant(principal_id, role, self.server.now())
         if added:
             self._audit("grant.added", subject=principal_id, principal=described, role=role)
         return added
 
+    @audited("grant.revoke")
     def revoke_grant(self, principal: str, role: str) -> bool:
+        self._role_permissions(role)
         principal_id, described = self.principal_id(principal)
-        self._may_grant(parse_all(self.server.store.role_permissions(role)), holding_suffices=False)
         removed = self.server.store.revoke_grant(principal_id, role)
         if removed:
             self._audit("grant.revoked", subject=principal_id, principal=described, role=role)
         return removed
 
+    @audited("grant.list")
+    def grants(self) -> list[tuple[str, str]]:
+        self.require("chit:grants:read")
+        return self.server.store.grants()
+
+    @audited("admin.appoint")
     def appoint(self, username: str, service_id: str) -> bool:
         self.require("chit:admins:write")
         if self.server.store.service(service_id) is None:
@@ -176,24 +304,37 @@ class Administration:
 
     # users and clients -------------------------------------------------------------------------
 
+    @audited("user.create")
     def create_user(self, username: str, password: str, roles: Sequence[str] = ()) -> User:
         self.require("chit:users:write")
         problem = check_new_password(password)
         if problem:
             raise RefusedError(problem)
-        store = self.server.store
         for role in roles:
-            self._may_grant(parse_all(store.role_permissions(role)), holding_suffices=False)
-        user = store.create_user(username, hash_password(password), self.server.now(), roles=roles)
+            self._role_permissions(role)
+        user = self.server.store.create_user(username, hash_password(password), self.server.now(), roles=roles)
         self._audit("user.created", subject=user.id, username=username, roles=sorted(set(roles)))
         return user
 
+    @audited("user.list")
+    def users(self) -> list[User]:
+        self.require("chit:users:read")
+        return self.server.store.users()
+
+    @audited("user.disable")
     def set_user_disabled(self, username: str, disabled: bool) -> User:
         self.require("chit:users:write")
-        user = self.server.store.set_user_disabled(username, disabled)
+        store = self.server.store
+        user = store.user_by_username(username)
+        if user is None:
+            raise NotFoundError(f"no user {username!r}")
+        # a token may not lock out (or bring back) someone who holds more than it could hand out
+        self._may_grant(parse_all(store.permissions_of(user.id)))
+        user = store.set_user_disabled(username, disabled, self.server.now())
         self._audit("user.disabled" if disabled else "user.enabled", subject=user.id, username=user.username)
         return user
 
+    @audited("client.create")
     def create_client(
         self, client_id: str, *, grant_types: Sequence[str], scope: Sequence[str] | None, public: bool
     ) -> tuple[Client, str | None]:
@@ -220,22 +361,27 @@ class Administration:
         self._audit("client.created", subject=client.id, client=client_id, grant_types=sorted(set(grant_types)))
         return client, secret
 
+    @audited("client.list")
+    def clients(self) -> list[Client]:
+        self.require("chit:clients:read")
+        return self.server.store.clients()
+
     # API keys ----------------------------------------------------------------------------------
 
+    @audited("api_key.create")
     def create_api_key(self, owner: str, scope: Sequence[str], expires_in: int | None) -> CreatedApiKey:
-        owner_id, described = self.principal_id(owner)
-        if owner_id != self.actor.subject:
-            self.require("chit:api-keys:write")
+        owner_id, described = self._principal_unless_self(owner, "chit:api-keys:write")
         if expires_in is not None and expires_in < 60:
             raise RefusedError("an API key lives at least 60 seconds")
         wanted = parse_all(scope)
         if not wanted:
             raise RefusedError("an API key needs at least one permission")
+        self._may_grant(wanted)
         held = self.owner_permissions(owner_id)
         beyond = sorted(str(p) for p in wanted if not any(h.covers(p) for h in held))
         if beyond:
             raise RefusedError(f"an API key cannot carry more than its owner holds: {' '.join(beyond)}")
-        key_id = new_id("key_")
+        key_id = new_id(API_KEY_PREFIX)
         secret = new_secret()
         now = self.server.now()
         record = self.server.store.create_api_key(
@@ -257,51 +403,75 @@ class Administration:
             held = held | parse_all(client.scope)
         return intersect(held, None)
 
-    def _own_or_admin(self, key_id: str) -> ApiKeyRecord:
+    def _could_create(self, record: ApiKeyRecord) -> bool:
+        """Whether this token could have created the key: managing a key takes no less."""
+        if record.owner_id != self.actor.subject and not self.holds("chit:api-keys:write"):
+            return False
+        return not rules.ungrantable(self.actor.permissions, parse_all(record.scope))
+
+    def _manageable_key(self, key_id: str) -> ApiKeyRecord:
         record = self.server.store.api_key(key_id)
-        if record is None:
-            raise NotFoundError(f"no API key {key_id!r}")
-        if record.owner_id != self.actor.subject:
-            self.require("chit:api-keys:write")
+        if record is None or not self._could_create(record):
+            # the same answer for a key that does not exist and one this token may not touch
+            raise NotFoundError(f"no API key {key_id!r} that this token could manage")
         return record
 
+    @audited("api_key.revoke")
     def revoke_api_key(self, key_id: str) -> bool:
-        record = self._own_or_admin(key_id)
+        record = self._manageable_key(key_id)
         revoked = self.server.store.revoke_api_key(key_id, self.server.now())
         if revoked:
             self._audit("api_key.revoked", subject=record.owner_id, key_id=key_id)
         return revoked
 
+    @audited("api_key.rotate")
     def rotate_api_key(self, key_id: str) -> str:
-        record = self._own_or_admin(key_id)
+        record = self._manageable_key(key_id)
         secret = new_secret()
         self.server.store.rotate_api_key(key_id, hash_secret(secret))
         self._audit("api_key.rotated", subject=record.owner_id, key_id=key_id)
         return format_api_key(key_id, secret)
 
+    @audited("api_key.list")
     def list_api_keys(self, owner: str | None = None) -> list[ApiKeyRecord]:
         if owner is None:
             self.require("chit:api-keys:read")
-            return self.server.store.api_keys()
-        owner_id, _ = self.principal_id(owner)
-        if owner_id != self.actor.subject:
-            self.require("chit:api-keys:read")
-        return self.server.store.api_keys(owner_id)
+            records = self.server.store.api_keys()
+        else:
+            owner_id, _ = self._principal_unless_self(owner, "chit:api-keys:read")
+            records = self.server.store.api_keys(owner_id)
+        if self.holds("chit:api-keys:read"):
+            return records
+        # one's own keys, as far as this token could have created them
+        return [r for r in records if self._could_create(r)]
 
     # sessions and keys -------------------------------------------------------------------------
 
+    @audited("session.list")
+    def sessions(self, user_id: str | None = None) -> list[SessionRecord]:
+        self.require("chit:sessions:read")
+        return self.server.store.sessions(user_id)
+
+    @audited("session.revoke")
     def revoke_session(self, session_id: str) -> bool:
-        sessions = {s.id: s for s in self.server.store.sessions()}
-        session = sessions.get(session_id)
-        if session is None:
-            raise NotFoundError(f"no session {session_id!r}")
-        if session.user_id != self.actor.subject:
-            self.require("chit:sessions:write")
+        session = self.server.store.session(session_id)
+        if session is None or (session.user_id != self.actor.subject and not self.holds("chit:sessions:write")):
+            raise NotFoundError(f"no session {session_id!r} that this token could revoke")
         revoked = self.server.store.revoke_family(session_id, now=self.server.now(), reason="revoked")
         if revoked:
             self._audit("session.revoked", subject=session.user_id, session=session_id)
         return revoked
 
+    @audited("keys.list")
+    def signing_keys(self) -> list[dict[str, Any]]:
+        self.require("chit:keys:read")
+        server = self.server
+        return [
+            {"kid": k.kid, "alg": k.alg, "signs_from": k.signs_from.isoformat()}
+            for k in server.keys().ring.published(server.now_datetime())
+        ]
+
+    @audited("keys.rotate")
     def rotate_keys(self, alg: str | None, now: bool) -> dict[str, Any]:
         self.require("chit:keys:rotate")
         server = self.server
@@ -314,3 +484,12 @@ class Administration:
         server.keys(reload=True)  # published at once, in this process too
         self._audit("keys.rotated", kid=key.kid, alg=key.alg, immediate=now)
         return {"kid": key.kid, "alg": key.alg, "signs_from": key.signs_from.isoformat(), "previous_kid": current.kid}
+
+    # audit -------------------------------------------------------------------------------------
+
+    @audited("audit.read")
+    def audit_events(
+        self, *, after: int, limit: int, filters: dict[str, str], since: int | None, until: int | None
+    ) -> list[AuditRecord]:
+        self.require("chit:audit:read")
+        return self.server.store.audit_events(after_seq=after, limit=limit, filters=filters, since=since, until=until)

@@ -2,6 +2,9 @@
 
 Endpoint logic (and its database and Argon2 work) runs in the thread pool, so one slow login never
 stalls the event loop; errors map to RFC answers in ``_oauth2_error`` and nowhere else.
+The database work that does run on the loop (SQLite client lookup, audit commit) never waits for a
+lock there: a lock held by another process must not freeze JWKS, discovery and every other request.
+It moves to a thread, whose wait is bounded (``db_lock_timeout_ms``); past that, 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
-from chit.errors import ChitError, ConflictError, InvalidTokenError, NotFoundError, OAuth2Error
+from chit.errors import ChitError, ConflictError, DatabaseBusyError, InvalidTokenError, NotFoundError, OAuth2Error
 from chit.server.admin.api import admin_router
-from chit.server.admin.auth import MissingTokenError
+from chit.server.admin.auth import MissingTokenError, audit_refusal
 from chit.server.administration import ForbiddenError
 from chit.server.audit import AuditWriteError, request_id_from
 from chit.server.authserver import AuthServer
@@ -35,13 +38,14 @@ from chit.server.endpoints.metadata import (
     server_metadata,
 )
 from chit.server.endpoints.revocation import RevocationEndpoint
-from chit.server.endpoints.token import TokenEndpoint
+from chit.server.endpoints.token import TokenEndpoint, TokenOutcome
 from chit.server.limits import SizeLimitMiddleware
 
 log = logging.getLogger("chit.server")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 GRANT_THREADS = 4
 LOGIN_THREADS = 8
+LOCK_WAIT_THREADS = 16  # requests waiting in threads for a lock another process holds; more get 503 at once
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -65,25 +69,29 @@ def _admin_error(exc: ChitError) -> tuple[int, str, dict[str, str]]:
     if isinstance(exc, ConflictError):
         return 409, "conflict", {}
     if isinstance(exc, AuditWriteError):
-        return 503, "temporarily_unavailable", {}
+        return 503, "temporarily_unavailable", {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     return 400, "invalid_request", {}
 
 
-async def _chit_error(_request: Request, exc: Exception) -> Response:
+async def _chit_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChitError)
     status, error, headers = _admin_error(exc)
+    if not (isinstance(exc, AuditWriteError) and exc.retry_after is not None):  # the audit log waits for a lock
+        await audit_refusal(request, status, error, str(exc), exc)
     return _json({"error": error, "error_description": str(exc)}, status, headers)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()[:10]]
+    await audit_refusal(request, 400, "invalid_request", "; ".join(problems))
     return _json({"error": "invalid_request", "error_description": "; ".join(problems)}, 400)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     error = "not_found" if exc.status_code == 404 else "invalid_request"
+    await audit_refusal(request, exc.status_code, error, str(exc.detail))
     return _json(
         {"error": error, "error_description": str(exc.detail).lower()}, exc.status_code, dict(exc.headers or {})
     )
@@ -119,7 +127,16 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     # Few threads for the grants: each holds the GIL for its CPU work, so more only add hand-offs.
     grant_threads = anyio.CapacityLimiter(GRANT_THREADS)
     inline_reads = server.store.engine.dialect.name == "sqlite"
+    server.store.limit_lock_waits(settings.db_lock_timeout_ms)  # a request answers 503 rather than hang
+    lock_wait_threads = anyio.CapacityLimiter(LOCK_WAIT_THREADS)
     login_threads = anyio.CapacityLimiter(LOGIN_THREADS)
+
+    async def wait_for_database(issue: functools.partial[TokenOutcome]) -> TokenOutcome:
+        """Another process holds the SQLite lock: wait for it in a thread, bounded, or answer 503 now
+        when enough requests wait already (each waiting thread would only lengthen the queue)."""
+        if lock_wait_threads.available_tokens < 1:
+            raise DatabaseBusyError()
+        return await anyio.to_thread.run_sync(issue, limiter=lock_wait_threads)
 
     @app.post(TOKEN_PATH, tags=["oauth2"], summary="Token endpoint (RFC 6749 §3.2)")
     async def token(request: Request) -> Response:
@@ -138,7 +155,10 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
         elif grant_type == "client_credentials" and inline_reads:
             # two lookups in an embedded SQLite file cost less than handing the work to a thread;
             # grants that write (refresh, exchange) stay off the loop: a write may wait for the lock
-            outcome = issue()
+            try:
+                outcome = issue()  # never waits for a lock on the loop (Store): busy, it tells at once
+            except DatabaseBusyError:
+                outcome = await wait_for_database(issue)
         else:
             outcome = await anyio.to_thread.run_sync(issue, limiter=grant_threads)
         await server.audit.record_async(*outcome.events)
@@ -180,7 +200,7 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
         body = server.keys().ring.jwks(server.now_datetime())
         return JSONResponse(body, headers={"Cache-Control": f"public, max-age={settings.jwks_max_age}"})
 
-    app.include_router(admin_router(server))
+    app.include_router(admin_router())
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

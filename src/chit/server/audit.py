@@ -8,6 +8,9 @@ matches) and a deleted one (the next event's ``prev_hash`` no longer matches).
 A commit per event would cost more than issuing the token (see shared notes on performance), so a
 writer thread commits whatever events queued up while the previous commit ran, in one transaction;
 each caller still waits until its own event is committed, so nothing is answered before it is logged.
+On SQLite, async callers commit on their own event loop instead, without ever waiting for the
+database lock there (that would stall every request of the loop): a batch that finds the lock taken
+goes to the writer thread, whose wait is bounded (503 past it, see ``AuditWriteError``).
 Secrets never reach this module: callers pass ids, never tokens or passwords.
 """
 
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chit.core.ids import unique_id
-from chit.errors import ChitError
+from chit.errors import ChitError, DatabaseBusyError
 from chit.storage.records import AuditRecord
 from chit.storage.registry import GENESIS_HASH, RegistryStore
 
@@ -95,7 +98,24 @@ def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
 
 
 class AuditWriteError(ChitError):
-    """The audit log could not be written: the operation it records must not be answered as done."""
+    """The audit log could not be written: the operation it records must not be answered as done.
+
+    ``retry_after`` (seconds) is set when the cause was only a database lock held too long by another
+    session: then the answer is 503 with ``Retry-After``.
+    """
+
+    def __init__(self, message: str = "the audit log could not be written", *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @classmethod
+    def caused_by(cls, cause: BaseException) -> AuditWriteError:
+        if isinstance(cause, DatabaseBusyError):
+            error = cls("the audit log could not be written: the database is busy", retry_after=cause.retry_after)
+        else:
+            error = cls()
+        error.__cause__ = cause
+        return error
 
 
 class _Pending:
@@ -129,7 +149,7 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
         if error is None:
             future.set_result(None)
         else:
-            future.set_exception(AuditWriteError("the audit log could not be written"))
+            future.set_exception(AuditWriteError.caused_by(error))
 
 
 class AuditLog:
@@ -156,7 +176,7 @@ class AuditLog:
         for item in pending:
             item.done.wait()
             if item.error is not None:
-                raise AuditWriteError("the audit log could not be written") from item.error
+                raise AuditWriteError.caused_by(item.error) from item.error
 
     async def record_async(self, *events: AuditEvent) -> None:
         """``record`` for async code: the event loop waits for the commit without holding a thread."""
@@ -182,7 +202,12 @@ class AuditLog:
         batch = self._loop_batches.pop(loop, [])
         error: BaseException | None = None
         try:
-            self.store.append_audit([p.row for p in batch], chain_hash)
+            self.store.append_audit([p.row for p in batch], chain_hash)  # never waits on the loop: see Store
+        except DatabaseBusyError:  # another session writes: the writer thread waits for it, not the loop
+            self._ensure_writer()
+            for item in batch:
+                self._queue.put(item)
+            return
         except Exception as exc:  # every waiter must learn of it
             log.error("audit write failed for %d events", len(batch), exc_info=exc)
             error = exc
@@ -207,6 +232,9 @@ class AuditLog:
             error: BaseException | None = None
             try:
                 self.store.append_audit([p.row for p in batch], chain_hash)
+            except DatabaseBusyError as exc:  # not a fault here: another session held the lock too long
+                log.warning("audit write refused for %d events: the database stayed locked", len(batch))
+                error = exc
             except Exception as exc:  # every waiter must learn of it; the loop must live on
                 log.error("audit write failed for %d events", len(batch), exc_info=exc)
                 error = exc

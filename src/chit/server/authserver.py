@@ -21,7 +21,7 @@ from chit.server.audit import AuditLog
 from chit.server.config import Settings
 from chit.storage.engine import create_database_engine
 from chit.storage.keyfiles import KeyStore, LoadedKeys
-from chit.storage.records import Client
+from chit.storage.records import API_KEY_PREFIX, Client
 from chit.storage.registry import RegistryStore
 
 KEY_RELOAD_INTERVAL = 1.0  # seconds between checks of the key set file for a rotation
@@ -77,8 +77,10 @@ class AuthServer:
         subject: str,
         client: Client,
         permissions: Iterable[Permission],
-        family_id: str | None = None,
+        session_id: str | None = None,
     ) -> IssuedAccessToken:
+        """``session_id`` names what the token descends from, so that revoking it revokes the token:
+        a refresh-token family (``rtf_…``) or an API key (``key_…``); it travels as ``sid``."""
         perms = sorted(set(permissions))
         now = self.now()
         claims = AccessTokenClaims(
@@ -90,7 +92,7 @@ class AuthServer:
             jti=unique_id(),
             client_id=client.client_id,
             scope=tuple(str(p) for p in perms),
-            sid=family_id,
+            sid=session_id,
         )
         key = self.keys().ring.signing_key(self.now_datetime())
         return IssuedAccessToken(encode_access_token(claims, key), claims)
@@ -114,11 +116,12 @@ class AuthServer:
         return decoder.decode(token, self._verification_key, self.clock(), check_times=verify_exp)
 
     def access_token_is_active(self, claims: AccessTokenClaims) -> bool:
-        """Not revoked, its refresh family not revoked, its subject and client still enabled."""
+        """Not revoked, nor what it descends from (its session or API key); its subject and client
+        still enabled, and the subject not disabled since it was issued."""
         store = self.store
         if store.is_access_token_revoked(claims.jti):
             return False
-        if claims.sid is not None and store.revoked_families([claims.sid]):
+        if claims.sid is not None and not self.session_is_active(claims.sid):
             return False
         client = store.client_by_client_id(claims.client_id)
         if client is None or client.disabled:
@@ -128,9 +131,18 @@ class AuthServer:
             if user is None:  # a service account's API key, exchanged by another client (the edge)
                 account = store.client_by_pk(claims.sub)
                 return account is not None and not account.disabled
-            if user.disabled:
+            if user.disabled or claims.iat < user.revoked_before:
                 return False
         return True
+
+    def session_is_active(self, session_id: str) -> bool:
+        """Whether a token's ``sid`` (a refresh-token family or an API key) still stands."""
+        if session_id.startswith(API_KEY_PREFIX):
+            key = self.store.api_key(session_id)
+            if key is None or key.revoked_at is not None:
+                return False
+            return key.expires_at is None or key.expires_at > self.now()
+        return not self.store.revoked_families([session_id])
 
     def verify_active_access_token(self, token: str) -> AccessTokenClaims | None:
         try:

@@ -40,6 +40,8 @@ class Settings:
     source_window: int = 15 * 60
     lock_seconds: int = 60
     max_lock_seconds: int = 15 * 60
+    # the longest a request waits for a database lock another session holds, then 503 + Retry-After
+    db_lock_timeout_ms: int = 750
 
     @property
     def key_retention(self) -> int:
@@ -97,7 +99,7 @@ def build_settings(
     return Settings(data_dir=data_dir, database_url=database_url, issuer=issuer, signing_alg=alg, **_tuning_from_env())
 
 
-# Lifetimes and limits a deployment may tune, as environment variables (whole seconds / counts).
+# Lifetimes and limits a deployment may tune, as environment variables (whole seconds / counts / ms).
 TUNING_ENV = {
     "CHIT_ACCESS_TOKEN_TTL": "access_token_ttl",
     "CHIT_REFRESH_IDLE_TTL": "refresh_idle_ttl",
@@ -108,6 +110,7 @@ TUNING_ENV = {
     "CHIT_SOURCE_WINDOW": "source_window",
     "CHIT_LOCK_SECONDS": "lock_seconds",
     "CHIT_MAX_LOCK_SECONDS": "max_lock_seconds",
+    "CHIT_DB_LOCK_TIMEOUT_MS": "db_lock_timeout_ms",
 }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 USER_ID_PREFIX = "usr_"
 CLIENT_ID_PREFIX = "cli_"
+API_KEY_PREFIX = "key_"
 
 
 def new_id(prefix: str) -> str:
@@ -22,6 +23,7 @@ class User:
     password_hash: str
     disabled: bool
     created_at: int
+    revoked_before: int = 0  # whatever was issued to the user before this time is revoked
 
     def __repr__(self) -> str:
         return f"User(id={self.id!r}, username={self.username!r}, disabled={self.disabled})"

@@ -300,13 +300,15 @@ class RegistryStore(Store):
 
     # sessions (refresh-token families) ---------------------------------------------------------
 
-    def sessions(self, user_id: str | None = None) -> list[SessionRecord]:
+    def sessions(self, user_id: str | None = None, *, session_id: str | None = None) -> list[SessionRecord]:
         fam = t.refresh_families
         query = select(fam, t.clients.c.client_id.label("wire_client_id")).join(
             t.clients, t.clients.c.id == fam.c.client_id
         )
         if user_id is not None:
             query = query.where(fam.c.user_id == user_id)
+        if session_id is not None:
+            query = query.where(fam.c.id == session_id)
         with self._read() as conn:
             return [
                 SessionRecord(
@@ -321,6 +323,10 @@ class RegistryStore(Store):
                 )
                 for r in conn.execute(query.order_by(fam.c.created_at))
             ]
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        found = self.sessions(session_id=session_id)
+        return found[0] if found else None
 
     # audit log ---------------------------------------------------------------------------------
 

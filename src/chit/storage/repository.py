@@ -5,18 +5,22 @@ Every public method is one transaction: it either happens whole or not at all.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Iterable, Iterator
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from chit.errors import ConflictError, NotFoundError
+from chit.errors import ConflictError, DatabaseBusyError, NotFoundError, RefusedError
+from chit.policy.usernames import USERNAME_RULE, is_valid_username, username_key
 from chit.storage import tables as t
+from chit.storage.engine import create_database_engine, is_lock_error
 from chit.storage.records import (
     CLIENT_ID_PREFIX,
     USER_ID_PREFIX,
@@ -37,7 +41,7 @@ def _join(values: Iterable[str]) -> str:
 
 
 def _user(row: Row[Any]) -> User:
-    return User(row.id, row.username, row.password_hash, bool(row.disabled), row.created_at)
+    return User(row.id, row.username, row.password_hash, bool(row.disabled), row.created_at, row.revoked_before)
 
 
 def _client(row: Row[Any]) -> Client:
@@ -82,38 +86,80 @@ _SQLITE_PERMISSIONS_OF = (
 )
 
 
+def _raise_if_busy(exc: BaseException) -> None:
+    """A lock another session held too long becomes ``DatabaseBusyError`` (503 and retry, not 500)."""
+    if is_lock_error(exc):
+        raise DatabaseBusyError() from exc
+
+
 class Store:
+    """Waiting for a lock another session holds is bounded: by the engine's timeout in a thread, and
+    not at all on an event loop's thread (see ``_engine_here``); past it, ``DatabaseBusyError``."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
+        self._nowait_engine: Engine | None = None  # SQLite on an event loop: busy_timeout 0, opened on first use
+
+    def limit_lock_waits(self, timeout_ms: int) -> None:
+        """For a server: wait at most ``timeout_ms`` for another session's lock, so that a request
+        answers 503 within its client's patience; the engine's default is an operator's long wait."""
+        previous = self.engine
+        self.engine = create_database_engine(previous.url, lock_timeout_ms=timeout_ms)
+        previous.dispose()
+
+    def _engine_here(self) -> Engine:
+        """On an event loop's thread, SQLite's engine that never waits for a lock.
+
+        A wait there would stall every request of that loop, JWKS and health checks included, for as
+        long as another process holds the lock; instead the caller gets ``DatabaseBusyError`` at once
+        and can redo the work in a thread, where waiting costs only that request.
+        """
+        if self._sqlite and asyncio._get_running_loop() is not None:
+            engine = self._nowait_engine
+            if engine is None:
+                engine = self._nowait_engine = create_database_engine(self.engine.url, lock_timeout_ms=0, pool_size=2)
+            return engine
+        return self.engine
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(chit_read=True)
-            with conn.begin():
-                yield conn
+        try:
+            with self._engine_here().connect() as conn:
+                conn.execution_options(chit_read=True)
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            _raise_if_busy(exc)
+            raise
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(chit_write=True)
-            with conn.begin():
-                yield conn
+        try:
+            with self._engine_here().connect() as conn:
+                conn.execution_options(chit_write=True)
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            _raise_if_busy(exc)
+            raise
 
     # users -------------------------------------------------------------------------------------
 
     def create_user(self, username: str, password_hash: str, now: int, roles: Iterable[str] = ()) -> User:
+        if not is_valid_username(username):  # every stored key is ASCII: a non-ASCII name matches no one
+            raise RefusedError(USERNAME_RULE)
+        key = username_key(username)
         user = User(new_id(USER_ID_PREFIX), username, password_hash, False, now)
         try:
             with self._write() as conn:
-                if conn.scalar(select(t.users.c.id).where(t.users.c.username_key == username.casefold())):
+                if conn.scalar(select(t.users.c.id).where(t.users.c.username_key == key)):
                     raise ConflictError(f"user {username!r} already exists")
                 conn.execute(
                     insert(t.users).values(
                         id=user.id,
                         username=username,
-                        username_key=username.casefold(),
+                        username_key=key,
                         password_hash=password_hash,
                         disabled=False,
                         created_at=now,
@@ -126,7 +172,7 @@ class Store:
 
     def user_by_username(self, username: str) -> User | None:
         with self._read() as conn:
-            row = conn.execute(_USER_BY_NAME, {"username_key": username.casefold()}).first()
+            row = conn.execute(_USER_BY_NAME, {"username_key": username_key(username)}).first()
         return None if row is None else _user(row)
 
     def user_by_id(self, user_id: str) -> User | None:
@@ -134,14 +180,17 @@ class Store:
             row = conn.execute(select(t.users).where(t.users.c.id == user_id)).first()
         return None if row is None else _user(row)
 
-    def set_user_disabled(self, username: str, disabled: bool) -> User:
+    def set_user_disabled(self, username: str, disabled: bool, now: int) -> User:
+        """Disabling also revokes everything issued to the user until now: enabling revives none of it."""
+        key = username_key(username)
+        values: dict[str, Any] = {"disabled": disabled}
+        if disabled:
+            values["revoked_before"] = now + 1  # whole seconds: what was issued in this second goes too
         with self._write() as conn:
-            result = conn.execute(
-                update(t.users).where(t.users.c.username_key == username.casefold()).values(disabled=disabled)
-            )
+            result = conn.execute(update(t.users).where(t.users.c.username_key == key).values(**values))
             if result.rowcount != 1:
                 raise NotFoundError(f"no user {username!r}")
-            row = conn.execute(select(t.users).where(t.users.c.username_key == username.casefold())).one()
+            row = conn.execute(select(t.users).where(t.users.c.username_key == key)).one()
         return _user(row)
 
     # clients -----------------------------------------------------------------------------------
@@ -202,18 +251,22 @@ class Store:
 
     def _sqlite_client(self, client_id: str, with_permissions: bool) -> Client | None:
         """The token endpoint's lookup on the DBAPI connection: 12 µs instead of 90 through Core."""
-        connection = self.engine.raw_connection()
         try:
-            cursor = connection.cursor()
-            row = cursor.execute(_SQLITE_CLIENT, (client_id,)).fetchone()
-            if row is None:
-                return None
-            granted = None
-            if with_permissions:
-                granted = frozenset(r[0] for r in cursor.execute(_SQLITE_PERMISSIONS_OF, (row[0],)))
-            cursor.close()
-        finally:
-            connection.close()  # back to the pool
+            connection = self._engine_here().raw_connection()
+            try:
+                cursor = connection.cursor()
+                row = cursor.execute(_SQLITE_CLIENT, (client_id,)).fetchone()
+                if row is None:
+                    return None
+                granted = None
+                if with_permissions:
+                    granted = frozenset(r[0] for r in cursor.execute(_SQLITE_PERMISSIONS_OF, (row[0],)))
+                cursor.close()
+            finally:
+                connection.close()  # back to the pool
+        except (DBAPIError, sqlite3.Error) as exc:
+            _raise_if_busy(exc)
+            raise
         pk, wire_id, secret_hash, public, grant_types, scope, disabled, created_at = row
         return Client(
             pk, wire_id, secret_hash, bool(public), frozenset(grant_types.split()), _split(scope), bool(disabled),
@@ -400,34 +453,68 @@ class Store:
                 r.key: ThrottleState(r.key, r.failures, r.window_started_at, r.lock_level, r.locked_until) for r in rows
             }
 
-    def record_failure(self, keys: Iterable[str], step: Any) -> dict[str, ThrottleState]:
-        """Apply ``step(previous_state_or_None) -> new_state`` to each key in one write transaction."""
+    def update_throttle(
+        self,
+        keys: Iterable[str],
+        step: Callable[[dict[str, ThrottleState | None]], dict[str, ThrottleState | None]],
+    ) -> dict[str, ThrottleState | None]:
+        """Read, decide and write the throttle state of ``keys`` in one write transaction.
+
+        Nothing can change these keys in between, in any process: SQLite's ``BEGIN IMMEDIATE`` holds
+        the whole database; PostgreSQL locks the rows (``SELECT ... FOR UPDATE``, in key order so that
+        two of these transactions never wait on each other) after an insert-if-missing, so that two
+        first attempts at once cannot both see "nothing counted". ``step`` gets every key's state,
+        None when nothing is counted, and returns the new states: None clears a key, a key it leaves
+        out keeps its state. An exception raised by ``step`` rolls the whole transaction back.
+        Returns what ``step`` returned. Few statements: the lock is held by every login at once.
+        """
         tl = t.login_throttle
-        result: dict[str, ThrottleState] = {}
+        ordered = sorted(set(keys))
         with self._write() as conn:
-            for key in keys:
-                # create-if-missing, then lock the row: two first failures at once must not collide
+            postgresql = conn.dialect.name == "postgresql"
+            dialect_insert = postgresql_insert if postgresql else sqlite_insert
+            if postgresql:  # a row lock cannot hold a row that does not exist yet: create it first
                 fresh = {"failures": 0, "window_started_at": 0, "lock_level": 0, "locked_until": 0}
-                insert_ignoring_duplicates(conn, tl, {"key": key, **fresh}, ["key"])
-                row = conn.execute(select(tl).where(tl.c.key == key).with_for_update()).one()
-                before = (
-                    None
-                    if row.failures == 0 and row.lock_level == 0
-                    else ThrottleState(row.key, row.failures, row.window_started_at, row.lock_level, row.locked_until)
-                )
-                after: ThrottleState = step(before)
+                conn.execute(dialect_insert(tl).values([{"key": k, **fresh} for k in ordered]).on_conflict_do_nothing())
+            rows = conn.execute(select(tl).where(tl.c.key.in_(ordered)).order_by(tl.c.key).with_for_update()).all()
+            present = {r.key for r in rows}
+            states: dict[str, ThrottleState | None] = dict.fromkeys(ordered)
+            for r in rows:
+                if r.failures or r.lock_level:
+                    states[r.key] = ThrottleState(r.key, r.failures, r.window_started_at, r.lock_level, r.locked_until)
+            changes = step(dict(states))
+            final = {key: changes.get(key, states[key]) for key in ordered}
+            cleared = [key for key, after in final.items() if after is None and key in present]
+            written = [
+                {
+                    "key": key,
+                    "failures": after.failures,
+                    "window_started_at": after.window_started_at,
+                    "lock_level": after.lock_level,
+                    "locked_until": after.locked_until,
+                }
+                for key, after in final.items()
+                if after is not None and after != states[key]
+            ]
+            if cleared:
+                conn.execute(delete(tl).where(tl.c.key.in_(cleared)))
+            if written:
+                upsert = dialect_insert(tl).values(written)
+                columns = ("failures", "window_started_at", "lock_level", "locked_until")
                 conn.execute(
-                    update(tl)
-                    .where(tl.c.key == key)
-                    .values(
-                        failures=after.failures,
-                        window_started_at=after.window_started_at,
-                        lock_level=after.lock_level,
-                        locked_until=after.locked_until,
+                    upsert.on_conflict_do_update(
+                        index_elements=[tl.c.key], set_={c: upsert.excluded[c] for c in columns}
                     )
                 )
-                result[key] = after
-        return result
+        return changes
+
+    def record_failure(
+        self, keys: Iterable[str], step: Callable[[ThrottleState | None], ThrottleState]
+    ) -> dict[str, ThrottleState]:
+        """Apply ``step(previous_state_or_None) -> new_state`` to each key in one write transaction."""
+        keys = list(keys)
+        changes = self.update_throttle(keys, lambda states: {key: step(states[key]) for key in keys})
+        return {key: state for key, state in changes.items() if state is not None}
 
     def clear_throttle(self, keys: Iterable[str]) -> None:
         keys = list(keys)

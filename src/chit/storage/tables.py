@@ -32,10 +32,12 @@ users = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     Column("username", String(64), nullable=False),
-    Column("username_key", String(64), nullable=False, unique=True),  # case-folded: one account per name
+    Column("username_key", String(64), nullable=False, unique=True),  # usernames.username_key: one account per name
     Column("password_hash", Text, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", BigInteger, nullable=False),
+    # tokens, sessions and API keys of the user issued before this time are revoked (set on disable)
+    Column("revoked_before", BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 clients = Table(

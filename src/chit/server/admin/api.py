@@ -8,9 +8,8 @@ caller's permissions, validates, writes and audits. Errors answer JSON ``{"error
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPBearer
@@ -23,7 +22,7 @@ from chit.server.administration import Administration
 from chit.server.authserver import AuthServer
 from chit.storage.records import ApiKeyRecord, AuditRecord, Client, User
 
-T = TypeVar("T")
+MAX_INT64 = 2**63 - 1  # what a database integer column holds: larger is a client's mistake, not a 500
 _bearer = HTTPBearer(auto_error=False, description="An access token of this server with chit:* permissions")
 
 
@@ -59,22 +58,20 @@ def _event(r: AuditRecord) -> dict[str, Any]:
 
 def _administration(request: Request) -> Administration:
     server: AuthServer = request.app.state.auth_server
-    return Administration(server, actor_from(server, request))
+    actor = actor_from(server, request)
+    request.state.admin_actor = actor  # for auditing a refusal raised outside Administration
+    return Administration(server, actor)
 
 
 Admin = Annotated[Administration, Depends(_administration)]
 
 
-def admin_router(server: AuthServer) -> APIRouter:
+def admin_router() -> APIRouter:
     router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(_bearer)])
-
-    def read(permission: str, admin: Administration, produce: Callable[[], T]) -> T:
-        admin.require(permission)
-        return produce()
 
     @router.get("/users", summary="List users (chit:users:read)")
     def list_users(admin: Admin) -> dict[str, Any]:
-        return {"users": [_user(u) for u in read("chit:users:read", admin, server.store.users)]}
+        return {"users": [_user(u) for u in admin.users()]}
 
     @router.post("/users", status_code=201, summary="Create a user (chit:users:write)")
     def create_user(body: models.NewUser, admin: Admin) -> dict[str, Any]:
@@ -90,7 +87,7 @@ def admin_router(server: AuthServer) -> APIRouter:
 
     @router.get("/clients", summary="List clients (chit:clients:read)")
     def list_clients(admin: Admin) -> dict[str, Any]:
-        return {"clients": [_client(c) for c in read("chit:clients:read", admin, server.store.clients)]}
+        return {"clients": [_client(c) for c in admin.clients()]}
 
     @router.post("/clients", status_code=201, summary="Create a client; its secret is in this answer only")
     def create_client(body: models.NewClient, admin: Admin) -> dict[str, Any]:
@@ -101,8 +98,7 @@ def admin_router(server: AuthServer) -> APIRouter:
 
     @router.get("/services", summary="List registered services (chit:services:read)")
     def list_services(admin: Admin) -> dict[str, Any]:
-        services = read("chit:services:read", admin, server.store.services)
-        return {"services": [json.loads(s.manifest) for s in services]}
+        return {"services": [json.loads(s.manifest) for s in admin.services()]}
 
     @router.put("/services/{service_id}", summary="Register or update a service (chit:services:admin)")
     def register_service(service_id: str, body: models.ServiceManifest, admin: Admin) -> dict[str, Any]:
@@ -114,7 +110,7 @@ def admin_router(server: AuthServer) -> APIRouter:
 
     @router.get("/roles", summary="List roles (chit:roles:read)")
     def list_roles(admin: Admin) -> dict[str, Any]:
-        return {"roles": read("chit:roles:read", admin, server.store.roles)}
+        return {"roles": admin.roles()}
 
     @router.post("/roles", status_code=201, summary="Create a global role (chit:roles:write)")
     def create_role(body: models.NewRole, admin: Admin) -> dict[str, Any]:
@@ -123,8 +119,7 @@ def admin_router(server: AuthServer) -> APIRouter:
 
     @router.get("/grants", summary="List grants (chit:grants:read)")
     def list_grants(admin: Admin) -> dict[str, Any]:
-        grants = read("chit:grants:read", admin, server.store.grants)
-        return {"grants": [{"principal": p, "role": r} for p, r in grants]}
+        return {"grants": [{"principal": p, "role": r} for p, r in admin.grants()]}
 
     @router.post("/grants", summary="Grant a role: its permissions must be yours to grant")
     def grant(body: models.GrantBody, admin: Admin) -> dict[str, Any]:
@@ -157,7 +152,7 @@ def admin_router(server: AuthServer) -> APIRouter:
 
     @router.get("/sessions", summary="List sessions (refresh-token families) (chit:sessions:read)")
     def list_sessions(admin: Admin, user_id: Annotated[str | None, Query(max_length=40)] = None) -> dict[str, Any]:
-        sessions = read("chit:sessions:read", admin, lambda: server.store.sessions(user_id))
+        sessions = admin.sessions(user_id)
         return {"sessions": [{**asdict(s), "scope": sorted(s.scope)} for s in sessions]}
 
     @router.delete("/sessions/{session_id}", summary="Revoke a session and the tokens issued from it")
@@ -166,14 +161,7 @@ def admin_router(server: AuthServer) -> APIRouter:
 
     @router.get("/keys", summary="The signing keys and when each signs (chit:keys:read)")
     def list_keys(admin: Admin) -> dict[str, Any]:
-        def keys() -> list[dict[str, Any]]:
-            ring = server.keys().ring
-            return [
-                {"kid": k.kid, "alg": k.alg, "signs_from": k.signs_from.isoformat()}
-                for k in ring.published(server.now_datetime())
-            ]
-
-        return {"keys": read("chit:keys:read", admin, keys)}
+        return {"keys": admin.signing_keys()}
 
     @router.post("/keys/rotate", summary="Rotate the signing key (chit:keys:rotate)")
     def rotate_keys(body: models.KeyRotation, admin: Admin) -> dict[str, Any]:
@@ -187,9 +175,9 @@ def admin_router(server: AuthServer) -> APIRouter:
         subject: Annotated[str | None, Query(max_length=64)] = None,
         client_id: Annotated[str | None, Query(max_length=64)] = None,
         request_id: Annotated[str | None, Query(max_length=64)] = None,
-        since: Annotated[int | None, Query(ge=0, description="UTC microseconds since the epoch")] = None,
-        until: Annotated[int | None, Query(ge=0)] = None,
-        after: Annotated[int, Query(ge=0, description="Only events after this seq (paging)")] = 0,
+        since: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="UTC microseconds since the epoch")] = None,
+        until: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
+        after: Annotated[int, Query(ge=0, le=MAX_INT64, description="Only events after this seq (paging)")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         filters = {
@@ -203,11 +191,7 @@ def admin_router(server: AuthServer) -> APIRouter:
             }.items()
             if v is not None
         }
-        events = read(
-            "chit:audit:read",
-            admin,
-            lambda: server.store.audit_events(after_seq=after, limit=limit, filters=filters, since=since, until=until),
-        )
+        events = admin.audit_events(after=after, limit=limit, filters=filters, since=since, until=until)
         return {"events": [_event(e) for e in events]}
 
     return router

@@ -5,14 +5,19 @@ Answers per RFC 6750: 401 ``invalid_token`` with ``WWW-Authenticate: Bearer``, 4
 
 from __future__ import annotations
 
+import logging
+
+import anyio.to_thread
 from fastapi import Request
 
-from chit.errors import InvalidTokenError
+from chit.errors import ChitError, InvalidTokenError
 from chit.policy.permissions import CHIT_SERVICE
-from chit.server.administration import Actor
-from chit.server.audit import request_id_from
+from chit.server.administration import REFUSED, Actor
+from chit.server.audit import FAILURE, AuditEvent, AuditWriteError, request_id_from
 from chit.server.authserver import AuthServer
 from chit.server.grants.base import parse_permissions
+
+log = logging.getLogger("chit.admin")
 
 
 class MissingTokenError(InvalidTokenError):
@@ -44,3 +49,36 @@ def actor_from(server: AuthServer, request: Request) -> Actor:
         source=request.client.host if request.client else None,
         request_id=request_id_from(request.headers.get("x-request-id")),
     )
+
+
+async def audit_refusal(request: Request, status: int, error: str, reason: str, exc: Exception | None = None) -> None:
+    """Audit an admin API refusal that ``Administration`` did not record itself (a bad or missing
+    token, a malformed body, an unknown route): every refusal leaves a trace, with whoever asked."""
+    if status < 400 or not request.url.path.startswith("/admin") or getattr(exc, "audited", False):
+        return
+    server: AuthServer = request.app.state.auth_server
+    actor: Actor | None = getattr(request.state, "admin_actor", None)
+    if actor is None and "authorization" in request.headers:
+        # refused before the route's dependencies ran (e.g. a body that is not JSON): still say who asked
+        try:
+            actor = await anyio.to_thread.run_sync(actor_from, server, request)
+        except ChitError:
+            actor = None
+    event = AuditEvent(
+        REFUSED,
+        FAILURE,
+        client_id=actor.client_id if actor else None,
+        actors=(actor.subject,) if actor else (),
+        source=request.client.host if request.client else None,
+        request_id=request_id_from(request.headers.get("x-request-id")),
+        detail={
+            "operation": f"{request.method} {request.url.path}"[:200],
+            "status": status,
+            "error": error,
+            "reason": reason[:500],
+        },
+    )
+    try:
+        await server.audit.record_async(event)
+    except AuditWriteError:
+        log.error("could not audit a refused admin request to %s", request.url.path)

@@ -53,7 +53,7 @@ class IntrospectionEndpoint:
         ):
             return None
         user = self.server.store.user_by_id(record.user_id)
-        if user is None or user.disabled:
+        if user is None or user.disabled or record.issued_at < user.revoked_before:
             return None
         return {
             "active": True,

@@ -1,6 +1,9 @@
 """The token endpoint (RFC 6749 §3.2): client authentication, then the grant the request names.
 
-Every request that names a client leaves an audit event: ``token.issued`` or ``token.refused``.
+Every request that names a client leaves an audit event: ``token.issued`` or ``token.refused``;
+except when the database stays locked by another session: that is no refusal of the client but
+``DatabaseBusyError``, which goes up unaudited so that the caller can answer 503 (Retry-After) or,
+for a grant that only reads, redo the request in a thread.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chit.errors import (
+    DatabaseBusyError,
     InvalidClientError,
     InvalidRequestError,
     OAuth2Error,
@@ -50,7 +54,10 @@ class TokenEndpoint:
     def issue(
         self, params: dict[str, str], grant_type: str, *, authorization: str | None, source: str, request_id: str = ""
     ) -> TokenOutcome:
-        """Authenticate the client and run the grant; the caller records ``events`` before answering."""
+        """Authenticate the client and run the grant; the caller records ``events`` before answering.
+
+        Raises ``DatabaseBusyError`` when a database lock was held too long (on an event loop: at all).
+        """
         try:
             client = authenticate_client(self.server.store, params, authorization)
         except InvalidClientError as exc:
@@ -70,6 +77,8 @@ class TokenEndpoint:
             if grant_type not in client.grant_types:
                 raise UnauthorizedClientError(f"client {client.client_id!r} may not use the {grant_type} grant")
             issued = grant.issue(request)
+        except DatabaseBusyError:
+            raise  # not the client's fault: nothing to audit, the caller answers 503 or retries in a thread
         except OAuth2Error as exc:
             request.event("token.refused", FAILURE, detail={"grant_type": grant_type[:80], "error": exc.error})
             return TokenOutcome(None, exc, request.events)

@@ -1,7 +1,8 @@
 """The resource owner password credentials grant (RFC 6749 §4.3), for allow-listed first-party clients.
 
 A wrong password, an unknown user and a disabled user get the same answer and cost the same
-Argon2 work. Brute force is limited per account and per source (``chit.server.throttle``).
+Argon2 work. Brute force is limited per account and per source (``chit.server.throttle``): each
+attempt is counted before its password is checked, and a success takes it back.
 """
 
 from __future__ import annotations
@@ -48,16 +49,16 @@ class PasswordGrant:
         password = request.require("password")
         wanted = requested_scope(request.params)  # a malformed scope costs no login attempt
         server, store = self.server, self.server.store
-        self.throttle.check(username, request.source, server.now())
+        # counted as a failure before Argon2 runs: concurrent attempts cannot outrun the limit
+        attempt = self.throttle.reserve(username, request.source, server.now())
         user = store.user_by_username(username)
         verified = verify_password(user.password_hash if user else None, password)
         if user is None or not verified or user.disabled:
-            self.throttle.failed(username, request.source, server.now())
             request.event(
                 "login.failed", FAILURE, subject=user.id if user else None, detail={"username": username[:64]}
             )
             raise InvalidGrantError(LOGIN_FAILED)
-        self.throttle.succeeded(username)
+        self.throttle.succeeded(attempt, server.now())
 
         available = intersect(parse_permissions(store.permissions_of(user.id)), client_cap(request.client))
         granted = select_scope(available, wanted)
@@ -76,6 +77,6 @@ class PasswordGrant:
                 absolute_expires_at=now + settings.refresh_absolute_ttl,
             )
         issued = server.issue_access_token(
-            subject=user.id, client=request.client, permissions=granted, family_id=family_id
+            subject=user.id, client=request.client, permissions=granted, session_id=family_id
         )
         return IssuedTokens(issued, refresh_token)

@@ -54,7 +54,8 @@ class RefreshTokenGrant:
         if record.expires_at <= now or record.family_expires_at <= now:
             raise InvalidGrantError("refresh token has expired")
         user = store.user_by_id(record.user_id)
-        if user is None or user.disabled:
+        if user is None or user.disabled or record.issued_at < user.revoked_before:
+            # issued before the user was disabled: re-enabling revives nothing
             raise InvalidGrantError("refresh token is invalid")
 
         family_scope = parse_permissions(record.family_scope)
@@ -76,6 +77,6 @@ class RefreshTokenGrant:
             self._reuse(request, record.family_id, record.user_id, now)
             raise InvalidGrantError("refresh token was already used; its session is revoked")
         issued = server.issue_access_token(
-            subject=user.id, client=request.client, permissions=granted, family_id=record.family_id
+            subject=user.id, client=request.client, permissions=granted, session_id=record.family_id
         )
         return IssuedTokens(issued, new_token)

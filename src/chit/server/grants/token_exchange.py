@@ -59,12 +59,17 @@ class TokenExchangeGrant:
         owner_user = None if owner_client else store.user_by_id(record.owner_id)
         if (owner_client is None or owner_client.disabled) and (owner_user is None or owner_user.disabled):
             raise InvalidGrantError("the API key's owner is disabled or gone")
+        if owner_user is not None and record.created_at < owner_user.revoked_before:
+            raise InvalidGrantError("the API key is revoked or expired")  # created before its owner was disabled
         held = parse_permissions(store.permissions_of(record.owner_id))
         if owner_client is not None:
             held |= parse_permissions(owner_client.scope or ())
         granted = select_scope(intersect(held, parse_all(record.scope)), wanted)
         store.touch_api_key(record.id, now)
-        issued = self.server.issue_access_token(subject=record.owner_id, client=client, permissions=granted)
+        # the key's id as sid: revoking the key revokes every token exchanged from it
+        issued = self.server.issue_access_token(
+            subject=record.owner_id, client=client, permissions=granted, session_id=record.id
+        )
         request.event(
             "api_key.exchanged",
             SUCCESS,
