@@ -167,6 +167,21 @@ def test_a_garbage_token_is_401_invalid_token(chit: ChitServer, authorization: s
 def test_another_scheme_is_401(chit: ChitServer) -> None:
     r = httpx.get(chit.url + "/admin/users", auth=("admin", ADMIN_PASSWORD), timeout=30)
     assert_error(r, 401, "invalid_token")
+    assert r.headers["www-authenticate"] == "Bearer"  # not our credentials: no error code (RFC 6750 §3.1)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [["Bearer a.b.c", "Bearer a.b.c"], ["Bearer"], ["Bearer a.b.c extra"]],
+    ids=["two-headers", "empty", "malformed"],
+)
+def test_a_malformed_authorization_is_400_invalid_request_as_in_every_service(
+    chit: ChitServer, authorization: list[str]
+) -> None:
+    headers = [("Authorization", value) for value in authorization]
+    r = httpx.get(chit.url + "/admin/users", headers=headers, timeout=30)
+    assert_error(r, 400, "invalid_request")
+    assert r.headers["www-authenticate"].startswith('Bearer error="invalid_request"')
 
 
 def test_a_token_not_meant_for_the_auth_server_is_401(chit: ChitServer, admin: Api) -> None:

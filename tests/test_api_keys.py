@@ -25,7 +25,7 @@ from helpers import ADMIN_PASSWORD, ChitServer, CliResult, free_port
 from chit.server.credentials import format_api_key, hash_secret, new_secret
 from chit.storage.engine import create_database_engine, sqlite_url
 from chit.storage.records import new_id
-from chit.storage.registry import RegistryStore
+from chit.storage.sql.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -423,7 +423,7 @@ def test_an_expired_key_is_refused(chit: ChitServer, gateway: Edge) -> None:
     owner_id = user(chit, "expired-owner", "image-store:viewer")
     engine = create_database_engine(sqlite_url(chit.data_dir))
     try:
-        store = RegistryStore(engine)
+        store = Store(engine)
         now = int(time.time())
         keys = {}
         for name, expires_at in (("expired", now - 1), ("valid", now + 3600)):

@@ -15,10 +15,10 @@ import pytest
 
 from chit.server.audit import AuditEvent, AuditLog, AuditWriteError, verify_chain
 from chit.storage.engine import create_database_engine, migrate, sqlite_url
-from chit.storage.registry import RegistryStore
+from chit.storage.sql.store import Store
 
 
-class CountingStore(RegistryStore):
+class CountingStore(Store):
     """The real store, counting its commits of audit batches (and failing them when told to)."""
 
     commits = 0

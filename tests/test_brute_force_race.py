@@ -31,7 +31,7 @@ from chit.errors import TooManyAttemptsError
 from chit.server.throttle import Attempt, LoginThrottle, ThrottlePolicy, account_key, source_key
 from chit.storage.engine import create_database_engine, migrate, sqlite_url
 from chit.storage.records import ThrottleState
-from chit.storage.repository import Store
+from chit.storage.sql.store import Store
 
 LOCK_SECONDS = 2
 LONG_LOCK_SECONDS = 60

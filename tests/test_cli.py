@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -469,6 +469,9 @@ def test_keys_rotate_publishes_at_once_and_signs_later(shared: ChitServer) -> No
     signs_from = datetime.fromisoformat(data["signs_from"])
     assert signs_from.tzinfo is not None
     assert 290 <= (signs_from - started).total_seconds() <= 310  # after the JWKS max-age (300 s)
+    # stored in whole seconds, rounded up: never a moment before the max-age has passed
+    assert signs_from.microsecond == 0
+    assert signs_from >= started + timedelta(seconds=300)
 
     kids = wait_for_kid(shared, data["kid"])
     assert data["kid"] in kids

@@ -60,9 +60,9 @@ def test_all_lists_are_sorted_and_resolve() -> None:
 
 def test_the_sdk_names_at_the_top_are_the_sdk_s() -> None:
     from chit import Principal, Verifier
-    from chit.core.principal import Principal as CorePrincipal
+    from chit.policy.principals import Principal as PolicyPrincipal
 
     assert Verifier is chit.sdk.Verifier
-    assert Principal is CorePrincipal
+    assert Principal is PolicyPrincipal
     assert chit.ServiceIdentity is chit.sdk.ServiceIdentity
     assert "Verifier" in dir(chit)

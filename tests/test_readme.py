@@ -1,6 +1,6 @@
 """Every shell snippet of the README runs, in order, against a server started as the README says.
 
-The install step (`python3 -m venv .venv && .venv/bin/pip install .`) is what ``scripts/test`` has
+The install step (`python3 -m venv .venv && .venv/bin/pip install ".[server]"`) is what ``scripts/test`` has
 just done for this test run, so here `.venv` points at the environment running the tests; the test
 command itself is checked to be the one ``.ci/run`` runs.
 """
@@ -19,7 +19,7 @@ import httpx
 from helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTALL = "python3 -m venv .venv && .venv/bin/pip install . && "
+INSTALL = 'python3 -m venv .venv && .venv/bin/pip install ".[server]" && '
 
 
 def shell_snippets() -> list[str]:

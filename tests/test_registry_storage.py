@@ -1,5 +1,5 @@
-"""chit.storage.registry.RegistryStore on both backends, a SQLite file and the real PostgreSQL: the
-service registry, roles and grants, API keys, sessions and the hash-chained audit log.
+"""chit.storage.sql.store.Store on both backends, a SQLite file and the real PostgreSQL: the service
+registry, roles and grants, API keys, sessions and the hash-chained audit log.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from chit.server.audit import _row as audit_row
 from chit.storage import tables as t
 from chit.storage.engine import create_database_engine, migrate, sqlite_url
 from chit.storage.records import Registration
-from chit.storage.registry import GENESIS_HASH, RegistryStore
+from chit.storage.sql.audit import GENESIS_HASH
+from chit.storage.sql.store import Store
 
 NOW = 1_700_000_000
 
@@ -56,21 +57,21 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(url: str) -> Iterator[RegistryStore]:
+def store(url: str) -> Iterator[Store]:
     engine = create_database_engine(url)
     try:
         migrate(engine)
-        yield RegistryStore(engine)
+        yield Store(engine)
     finally:
         engine.dispose()
 
 
-def count(store: RegistryStore, table: t.Table) -> int:
+def count(store: Store, table: t.Table) -> int:
     with store.engine.connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(table)) or 0)
 
 
-def register(store: RegistryStore, text: str, now: int = NOW, secret_hash: str = "a" * 64) -> Registration:
+def register(store: Store, text: str, now: int = NOW, secret_hash: str = "a" * 64) -> Registration:
     manifest = parse_manifest(text, "test.toml")
     return store.register_service(
         manifest,
@@ -80,7 +81,7 @@ def register(store: RegistryStore, text: str, now: int = NOW, secret_hash: str =
     )
 
 
-def snapshot(store: RegistryStore) -> dict[str, list[tuple[object, ...]]]:
+def snapshot(store: Store) -> dict[str, list[tuple[object, ...]]]:
     """Every row of the registry tables, to show that a refused operation wrote nothing."""
     tables = [t.services, t.permissions, t.roles, t.role_permissions, t.grants, t.clients]
     with store.engine.connect() as conn:
@@ -90,7 +91,7 @@ def snapshot(store: RegistryStore) -> dict[str, list[tuple[object, ...]]]:
 # services ----------------------------------------------------------------------------------------
 
 
-def test_register_creates_the_service_its_roles_and_its_client(store: RegistryStore) -> None:
+def test_register_creates_the_service_its_roles_and_its_client(store: Store) -> None:
     outcome = register(store, PHOTOS, secret_hash="b" * 64)
     assert outcome == Registration(created=True, changed=True, client_created=True)
 
@@ -121,7 +122,7 @@ def test_register_creates_the_service_its_roles_and_its_client(store: RegistrySt
     assert not client.public
 
 
-def test_registering_the_same_manifest_again_writes_nothing(store: RegistryStore) -> None:
+def test_registering_the_same_manifest_again_writes_nothing(store: Store) -> None:
     register(store, PHOTOS)
     before = snapshot(store)
     # the same meaning in another order, a day later, with another would-be secret
@@ -133,7 +134,7 @@ def test_registering_the_same_manifest_again_writes_nothing(store: RegistryStore
     assert store.service("photos").updated_at == NOW  # type: ignore[union-attr]
 
 
-def test_updating_a_manifest_applies_the_change(store: RegistryStore) -> None:
+def test_updating_a_manifest_applies_the_change(store: Store) -> None:
     register(store, PHOTOS, secret_hash="b" * 64)
     updated = PHOTOS.replace(
         '"images:write" = "Write an image"', '"images:write" = "Write an image"\n"images:delete" = "Delete"'
@@ -157,7 +158,7 @@ def test_updating_a_manifest_applies_the_change(store: RegistryStore) -> None:
     assert client.secret_hash == "b" * 64  # the client stays; its secret is not replaced
 
 
-def test_dropping_a_held_permission_is_refused_with_the_grants_and_changes_nothing(store: RegistryStore) -> None:
+def test_dropping_a_held_permission_is_refused_with_the_grants_and_changes_nothing(store: Store) -> None:
     register(store, PHOTOS)
     alice = store.create_user("alice", "hash", NOW, roles=["photos:editor"])
     bot = store.create_client("bot", secret_hash="h" * 64, grant_types=["client_credentials"], scope=None, now=NOW)
@@ -181,7 +182,7 @@ def test_dropping_a_held_permission_is_refused_with_the_grants_and_changes_nothi
     assert snapshot(store) == before
 
 
-def test_dropping_a_permission_in_a_clients_scope_is_refused(store: RegistryStore) -> None:
+def test_dropping_a_permission_in_a_clients_scope_is_refused(store: Store) -> None:
     register(store, PHOTOS)
     store.create_client(
         "reader", secret_hash="h" * 64, grant_types=["client_credentials"], scope=["photos:images:write"], now=NOW
@@ -193,7 +194,7 @@ def test_dropping_a_permission_in_a_clients_scope_is_refused(store: RegistryStor
         register(store, without_write)
 
 
-def test_dropping_what_nobody_holds_removes_it(store: RegistryStore) -> None:
+def test_dropping_what_nobody_holds_removes_it(store: Store) -> None:
     register(store, PHOTOS)
     alice = store.create_user("alice", "hash", NOW, roles=["photos:viewer"])
     smaller = PHOTOS.replace('"images:write" = "Write an image"\n', "").replace(
@@ -206,7 +207,7 @@ def test_dropping_what_nobody_holds_removes_it(store: RegistryStore) -> None:
     assert store.permissions_of(alice.id) == {"photos:images:read"}
 
 
-def test_a_client_id_taken_by_another_client_refuses_registration(store: RegistryStore) -> None:
+def test_a_client_id_taken_by_another_client_refuses_registration(store: Store) -> None:
     store.create_client("photos", secret_hash="h" * 64, grant_types=["client_credentials"], scope=None, now=NOW)
     with pytest.raises(ConflictError, match="taken by a client"):
         register(store, PHOTOS)
@@ -215,7 +216,7 @@ def test_a_client_id_taken_by_another_client_refuses_registration(store: Registr
     assert store.client_by_client_id("photos").secret_hash == "h" * 64  # type: ignore[union-attr]
 
 
-def test_a_role_name_owned_elsewhere_refuses_registration_whole(store: RegistryStore) -> None:
+def test_a_role_name_owned_elsewhere_refuses_registration_whole(store: Store) -> None:
     store.create_role("photos:viewer", ["other:a:read"], NOW)  # a global role that squats the name
     with pytest.raises(ConflictError, match="photos:viewer"):
         register(store, PHOTOS)
@@ -227,7 +228,7 @@ def test_a_role_name_owned_elsewhere_refuses_registration_whole(store: RegistryS
 # roles and grants --------------------------------------------------------------------------------
 
 
-def test_role_permissions(store: RegistryStore) -> None:
+def test_role_permissions(store: Store) -> None:
     register(store, PHOTOS)
     store.create_role("global-reader", ["photos:images:read", "tags:labels:read"], NOW)
     assert store.role_permissions("global-reader") == {"photos:images:read", "tags:labels:read"}
@@ -236,7 +237,7 @@ def test_role_permissions(store: RegistryStore) -> None:
         store.role_permissions("nope")
 
 
-def test_revoke_grant(store: RegistryStore) -> None:
+def test_revoke_grant(store: Store) -> None:
     register(store, PHOTOS)
     alice = store.create_user("alice", "hash", NOW, roles=["photos:viewer", "photos:editor"])
     assert store.roles_of(alice.id) == ["photos:editor", "photos:viewer"]
@@ -252,7 +253,7 @@ def test_revoke_grant(store: RegistryStore) -> None:
 # API keys ----------------------------------------------------------------------------------------
 
 
-def test_api_key_lifecycle(store: RegistryStore) -> None:
+def test_api_key_lifecycle(store: Store) -> None:
     alice = store.create_user("alice", "hash", NOW)
     bob = store.create_user("bob", "hash", NOW)
     first = store.create_api_key(
@@ -288,7 +289,7 @@ def test_api_key_lifecycle(store: RegistryStore) -> None:
     assert store.api_key("key_1").secret_hash == "9" * 64  # type: ignore[union-attr]
 
 
-def test_duplicate_api_key_id_is_refused(store: RegistryStore) -> None:
+def test_duplicate_api_key_id_is_refused(store: Store) -> None:
     store.create_api_key(
         key_id="key_x", owner_id="usr_a", secret_hash="1" * 64, scope=["a:b:c"], now=NOW, expires_at=None
     )
@@ -302,7 +303,7 @@ def test_duplicate_api_key_id_is_refused(store: RegistryStore) -> None:
 # sessions ----------------------------------------------------------------------------------------
 
 
-def test_sessions_list_and_revoke(store: RegistryStore) -> None:
+def test_sessions_list_and_revoke(store: Store) -> None:
     app = store.create_client("web", secret_hash=None, grant_types=["password", "refresh_token"], scope=None, now=NOW)
     alice = store.create_user("alice", "hash", NOW)
     bob = store.create_user("bob", "hash", NOW)
@@ -337,7 +338,7 @@ class Clock:
         return self.now
 
 
-def test_append_audit_chains_each_event_to_the_one_before(store: RegistryStore) -> None:
+def test_append_audit_chains_each_event_to_the_one_before(store: Store) -> None:
     log = AuditLog(store, Clock(NOW))
     log.record(AuditEvent("one"), AuditEvent("two"))
     log.record(AuditEvent("three"))
@@ -354,12 +355,12 @@ def test_append_audit_chains_each_event_to_the_one_before(store: RegistryStore) 
     assert verify_chain(store.iter_audit()).intact
 
 
-def test_append_audit_of_nothing_writes_nothing(store: RegistryStore) -> None:
+def test_append_audit_of_nothing_writes_nothing(store: Store) -> None:
     store.append_audit([], chain_hash)
     assert count(store, t.audit_events) == 0
 
 
-def test_audit_event_fields_are_stored_as_given(store: RegistryStore) -> None:
+def test_audit_event_fields_are_stored_as_given(store: Store) -> None:
     log = AuditLog(store, lambda: NOW + 0.25)
     log.record(
         AuditEvent(
@@ -382,7 +383,7 @@ def test_audit_event_fields_are_stored_as_given(store: RegistryStore) -> None:
     assert json.loads(event.detail) == {"grant_type": "password", "scope": "a:b:c"}
 
 
-def test_audit_events_filters_and_paging(store: RegistryStore) -> None:
+def test_audit_events_filters_and_paging(store: Store) -> None:
     clock = Clock(NOW)
     log = AuditLog(store, clock)
     for i in range(10):
@@ -428,7 +429,7 @@ def test_audit_events_filters_and_paging(store: RegistryStore) -> None:
     assert [e.request_id for e in store.iter_audit(batch=3)] == [f"req-{i}" for i in range(10)]
 
 
-def test_verify_chain_finds_an_edited_and_a_deleted_event(store: RegistryStore) -> None:
+def test_verify_chain_finds_an_edited_and_a_deleted_event(store: Store) -> None:
     log = AuditLog(store, Clock(NOW))
     for i in range(5):
         log.record(AuditEvent("event", subject=f"usr_{i}"))
@@ -452,11 +453,11 @@ def test_verify_chain_finds_an_edited_and_a_deleted_event(store: RegistryStore) 
 
 
 @pytest.mark.parametrize("writer", ["one_transaction_per_event", "group_commit"])
-def test_concurrent_appends_keep_one_unbroken_chain(url: str, store: RegistryStore, writer: str) -> None:
+def test_concurrent_appends_keep_one_unbroken_chain(url: str, store: Store, writer: str) -> None:
     """Threads on two engines (two replicas of the server) append at once: one chain, nothing lost."""
     threads_per_engine, events_per_thread = 4, 15
     engines = [create_database_engine(url) for _ in range(2)]
-    stores = [RegistryStore(e) for e in engines]
+    stores = [Store(e) for e in engines]
     logs = [AuditLog(s) for s in stores]
     errors: list[BaseException] = []
     barrier = threading.Barrier(threads_per_engine * len(logs))

@@ -3,7 +3,7 @@
 import pytest
 
 from chit import InvalidTokenError
-from chit.core.principal import Principal
+from chit.policy.principals import Principal
 from chit.sdk import RevokedTokens, VerifiedTokenCache
 from chit.testing import Clock, TestIssuer, make_principal
 

@@ -9,8 +9,9 @@ import pytest
 
 from chit import Actor, InsufficientScopeError, InvalidTokenError, Principal
 from chit.core.claims import AccessTokenClaims
-from chit.core.principal import Decision, actors_from_claim, principal_from_claims
 from chit.errors import InvalidPermissionError
+from chit.policy.decisions import Decision
+from chit.policy.principals import actors_from_claim, principal_from_claims
 
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 

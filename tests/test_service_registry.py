@@ -20,7 +20,7 @@ import pytest
 from helpers import ChitServer, CliResult, free_port
 
 from chit.storage.engine import create_database_engine, sqlite_url
-from chit.storage.registry import RegistryStore
+from chit.storage.sql.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "examples" / "photos"
@@ -48,11 +48,11 @@ def manifest(directory: Path, service_id: str, body: str, *, name: str | None = 
 
 
 @contextmanager
-def registry(chit: ChitServer) -> Iterator[RegistryStore]:
+def registry(chit: ChitServer) -> Iterator[Store]:
     """The server's own database, read directly."""
     engine = create_database_engine(sqlite_url(chit.data_dir))
     try:
-        yield RegistryStore(engine)
+        yield Store(engine)
     finally:
         engine.dispose()
 

@@ -1,4 +1,4 @@
-"""chit.storage.repository.Store on both backends: a SQLite file and the real PostgreSQL."""
+"""chit.storage.sql.store.Store (users, clients, sessions, throttle) on SQLite and the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from chit.errors import ConflictError, NotFoundError
 from chit.storage import tables as t
 from chit.storage.engine import create_database_engine, migrate, sqlite_url
 from chit.storage.records import ThrottleState
-from chit.storage.repository import Store
+from chit.storage.sql.store import Store
 
 NOW = 1_700_000_000
 

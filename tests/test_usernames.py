@@ -20,7 +20,7 @@ from chit.errors import RefusedError
 from chit.policy.usernames import is_valid_username, username_key
 from chit.server.throttle import account_key
 from chit.storage.engine import create_database_engine, migrate, sqlite_url
-from chit.storage.repository import Store
+from chit.storage.sql.store import Store
 
 KELVIN_KATE = "\u212aate"  # KELVIN SIGN, then "ate"
 PASSWORD = "kate's right password"

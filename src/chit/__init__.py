@@ -7,7 +7,6 @@ SDK's classes (``Verifier``, ``ServiceIdentity``) are imported on first use, so 
 
 from typing import TYPE_CHECKING, Any
 
-from chit.core.principal import Actor, Principal
 from chit.errors import (
     AuthError,
     ChitError,
@@ -15,6 +14,7 @@ from chit.errors import (
     InvalidTokenError,
     OAuth2Error,
 )
+from chit.policy.principals import Actor, Principal
 
 if TYPE_CHECKING:
     from chit.sdk.fastapi import Verifier
@@ -35,16 +35,15 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"Verifier": "chit.sdk.fastapi", "ServiceIdentity": "chit.sdk.identity"}
+_FROM_SDK = ("ServiceIdentity", "Verifier")
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _FROM_SDK:
         raise AttributeError(f"module 'chit' has no attribute {name!r}")
-    import importlib
+    import chit.sdk  # Verifier without FastAPI: an ImportError naming the extra to install
 
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(chit.sdk, name)
     globals()[name] = value
     return value
 

@@ -1,8 +1,8 @@
-"""One error tree for chit.
+"""One error tree for chit: every error chit raises on purpose is a ``ChitError``.
 
 OAuth2 errors carry the RFC code (RFC 6749 §5.2, RFC 7009 §2.2.1, RFC 8693 §2.2.2) and the HTTP
-status they answer with; the server maps them to responses in exactly one place
-(``chit.server.responses``). Resource-server errors (RFC 6750 §3.1) are ``AuthError``s.
+status they answer with; resource-server errors (RFC 6750 §3.1) are ``AuthError``s. They become HTTP
+answers in exactly one place, ``chit.answers``, which the auth server and both SDK adapters use.
 """
 
 from __future__ import annotations
@@ -28,12 +28,20 @@ class NotFoundError(RefusedError):
     """The thing being named does not exist."""
 
 
+class ForbiddenError(RefusedError):
+    """The acting principal may not do this (the admin API answers 403)."""
+
+
+class JwksError(ChitError, ValueError):
+    """A JWKS document that is not one (it must never replace keys that worked)."""
+
+
 class InvalidPermissionError(ChitError, ValueError):
     """A permission name that does not follow ``service:resource:action``."""
 
 
 class OAuth2Error(ChitError):
-    """An error answered on the wire as ``{"error": code, "error_description": ...}``."""
+    """An error answered on the wire as ``{"error": code, "error_description": ...}`` (``chit.answers``)."""
 
     error: str = "server_error"
     status_code: int = 400
@@ -42,12 +50,6 @@ class OAuth2Error(ChitError):
         super().__init__(description or self.error)
         self.description = description
         self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, str]:
-        body = {"error": self.error}
-        if self.description:
-            body["error_description"] = self.description
-        return body
 
 
 class InvalidRequestError(OAuth2Error):
@@ -116,8 +118,48 @@ class DatabaseBusyError(OAuth2Error):
         super().__init__(description, headers={"Retry-After": str(self.retry_after)})
 
 
+class AuditWriteError(ChitError):
+    """The audit log could not be written: the operation it records must not be answered as done.
+
+    ``retry_after`` (seconds) is set when the cause was only a database lock held too long by another
+    session: then the answer is 503 with ``Retry-After``.
+    """
+
+    def __init__(self, message: str = "the audit log could not be written", *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @classmethod
+    def caused_by(cls, cause: BaseException) -> AuditWriteError:
+        if isinstance(cause, DatabaseBusyError):
+            error = cls("the audit log could not be written: the database is busy", retry_after=cause.retry_after)
+        else:
+            error = cls()
+        error.__cause__ = cause
+        return error
+
+
 class PayloadTooLargeError(InvalidRequestError):
     status_code = 413
+
+
+class TokenRequestError(OAuth2Error):
+    """The SDK's token request was refused (the RFC 6749 §5.2 ``error``) or could not be made."""
+
+    def __init__(self, error: str, description: str = "", status_code: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.status_code = status_code
+
+
+class FetchError(ChitError):
+    """An SDK fetch from the issuer (discovery, JWKS, token) that gave nothing usable."""
+
+
+class KeysUnavailableError(ChitError):
+    """No signing key could be obtained from the issuer yet, so no token can be checked (answer 503)."""
+
+    retry_after = 1  # the SDK tries a first key fetch again after a second
 
 
 class AuthError(ChitError):
@@ -139,3 +181,14 @@ class InvalidTokenError(AuthError):
 class InsufficientScopeError(AuthError):
     error = "insufficient_scope"
     status_code = 403
+
+
+class MissingTokenError(InvalidTokenError):
+    """No bearer credentials at all (RFC 6750 §3.1): 401 with a bare ``WWW-Authenticate: Bearer``."""
+
+
+class InvalidBearerRequestError(AuthError):
+    """The Authorization header is empty, malformed or repeated (RFC 6750 §3.1 ``invalid_request``)."""
+
+    error = "invalid_request"
+    status_code = 400

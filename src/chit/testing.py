@@ -22,18 +22,22 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import parse_qsl, unquote_plus
 
 import httpx
 
 from chit.core.jwt import sign_claims
 from chit.core.keys import Algorithm, SigningKey, new_signing_key
-from chit.core.principal import Actor, Principal
-from chit.policy.permissions import Permission, audience
-from chit.sdk.fastapi import Verifier
+from chit.core.paths import DISCOVERY_PATHS, JWKS_PATH, TOKEN_PATH
+from chit.policy.permissions import audience
+from chit.policy.principals import Actor, Principal
+from chit.policy.scopes import parse_permissions
 from chit.sdk.identity import ServiceIdentity
 from chit.sdk.verifier import VerifierOptions
+
+if TYPE_CHECKING:
+    from chit.sdk.fastapi import Verifier
 
 __all__ = ["Clock", "TestIssuer", "make_principal"]
 
@@ -128,8 +132,8 @@ class TestIssuer:
     def discovery(self) -> dict[str, Any]:
         return {
             "issuer": self.issuer,
-            "token_endpoint": self.issuer + "/oauth2/token",
-            "jwks_uri": self.issuer + "/.well-known/jwks.json",
+            "token_endpoint": self.issuer + TOKEN_PATH,
+            "jwks_uri": self.issuer + JWKS_PATH,
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         }
@@ -220,7 +224,9 @@ class TestIssuer:
         return httpx.Client(transport=self.transport)
 
     def verifier(self, audience: str, **options: Unpack[VerifierOptions]) -> Verifier:
-        """A ``Verifier`` for this issuer, on its transport and clock."""
+        """A ``Verifier`` for this issuer, on its transport and clock (needs ``chit[fastapi]``)."""
+        from chit.sdk.fastapi import Verifier  # here, so that the rest of the kit works without FastAPI
+
         options.setdefault("http_client", self.http_client())
         options.setdefault("clock", self.clock)
         return Verifier(self.issuer, audience, **options)
@@ -241,16 +247,13 @@ class TestIssuer:
             raise httpx.ConnectError("connection refused (TestIssuer is down)", request=request)
         if self.garbage:
             return httpx.Response(200, content=b"<html>maintenance</html>", headers={"Content-Type": "text/html"})
-        if request.method == "GET" and path in (
-            "/.well-known/openid-configuration",
-            "/.well-known/oauth-authorization-server",
-        ):
+        if request.method == "GET" and path in DISCOVERY_PATHS:
             return httpx.Response(200, json=self.discovery(), headers={"Cache-Control": "max-age=300"})
-        if request.method == "GET" and path == "/.well-known/jwks.json":
+        if request.method == "GET" and path == JWKS_PATH:
             return httpx.Response(
                 200, json=self.jwks(), headers={"Cache-Control": f"public, max-age={self.jwks_max_age}"}
             )
-        if request.method == "POST" and path == "/oauth2/token":
+        if request.method == "POST" and path == TOKEN_PATH:
             return self._token_endpoint(request)
         return httpx.Response(404, json={"detail": "not found"})
 
@@ -284,13 +287,7 @@ class TestIssuer:
 
 
 def _audience(scope: Sequence[str]) -> list[str]:
-    perms = []
-    for text in scope:
-        try:
-            perms.append(Permission.parse(text))
-        except ValueError:
-            continue
-    return audience(perms)
+    return audience(parse_permissions(scope))
 
 
 class _IssuerTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):

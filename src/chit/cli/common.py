@@ -16,7 +16,7 @@ import typer
 
 from chit.errors import ChitError, InvalidPermissionError
 from chit.policy.permissions import Permission
-from chit.server.administration import Actor, Administration
+from chit.server.administration import Administration, Caller
 from chit.server.authserver import AuthServer
 from chit.server.bootstrap import bootstrap
 from chit.server.config import Settings, build_settings
@@ -71,7 +71,7 @@ def open_server(data_dir: Path | None, database_url: str | None) -> Iterator[Aut
 def administration(data_dir: Path | None, database_url: str | None) -> Iterator[Administration]:
     """Administrative operations as the operator (whoever reads the data directory holds every key)."""
     with open_server(data_dir, database_url) as server:
-        yield Administration(server, Actor.operator())
+        yield Administration(server, Caller.operator())
 
 
 def report_bootstrap(settings: Settings) -> None:

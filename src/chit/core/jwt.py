@@ -24,7 +24,7 @@ from jwt.algorithms import get_default_algorithms
 
 from chit.core.claims import AccessTokenClaims
 from chit.core.keys import ALGORITHMS, PublicKey, SigningKey
-from chit.errors import InvalidTokenError
+from chit.errors import InvalidTokenError, JwksError
 
 TOKEN_TYPE = "at+jwt"
 MAX_TOKEN_SIZE = 16 * 1024
@@ -87,10 +87,6 @@ class UnknownKeyError(InvalidTokenError):
     def __init__(self, kid: str) -> None:
         super().__init__("token is signed by an unknown key")
         self.kid = kid
-
-
-class JwksError(ValueError):
-    """A JWKS document that is not one (it must never replace keys that worked)."""
 
 
 @dataclass(frozen=True, slots=True)

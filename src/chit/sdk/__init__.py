@@ -3,16 +3,21 @@
 ``Verifier`` (FastAPI dependency and OAuth2 scheme) and ``TokenVerifier`` (framework-free) check
 tokens; ``BearerAuthMiddleware`` serves any ASGI framework; ``ServiceIdentity`` and ``ForwardedToken``
 authenticate outbound httpx calls; ``chit.sdk.context`` holds the current request's principal.
+
+The framework adapters' names (``Verifier``, ``auth_error_handler``, ``BearerAuthMiddleware``,
+``principal_of``) are imported on first use, so that a service without FastAPI or Starlette
+(``pip install chit``) imports everything else; asking for one of them without its framework raises
+an ``ImportError`` that says which extra to install.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from chit.sdk.cache import VerifiedTokenCache
 from chit.sdk.context import RequestAuth, authenticated, current_auth, current_principal, current_token
 from chit.sdk.decisions import DecisionLog
-from chit.sdk.fastapi import Verifier, auth_error_handler
 from chit.sdk.identity import ForwardedToken, ServiceIdentity, ServiceToken, TokenRequestError
 from chit.sdk.jwks_client import JwksClient, KeysUnavailableError
 from chit.sdk.revocation import RevocationCheck, RevokedTokens
-from chit.sdk.starlette import BearerAuthMiddleware, principal_of
 from chit.sdk.verifier import (
     InvalidBearerRequestError,
     MissingTokenError,
@@ -21,6 +26,10 @@ from chit.sdk.verifier import (
     bearer_token,
     challenge,
 )
+
+if TYPE_CHECKING:
+    from chit.sdk.fastapi import Verifier, auth_error_handler
+    from chit.sdk.starlette import BearerAuthMiddleware, principal_of
 
 __all__ = [
     "BearerAuthMiddleware",
@@ -49,3 +58,35 @@ __all__ = [
     "current_token",
     "principal_of",
 ]
+
+_ADAPTERS = {
+    "BearerAuthMiddleware": "chit.sdk.starlette",
+    "Verifier": "chit.sdk.fastapi",
+    "auth_error_handler": "chit.sdk.fastapi",
+    "principal_of": "chit.sdk.starlette",
+}
+_FRAMEWORKS = {"fastapi": "FastAPI", "starlette": "Starlette"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ADAPTERS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chit.sdk' has no attribute {name!r}")
+    import importlib
+
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        framework = _FRAMEWORKS.get((exc.name or "").partition(".")[0])
+        if framework is None:
+            raise
+        raise ImportError(
+            f'{name} needs {framework}, which is not installed: pip install "chit[fastapi]"',
+            name=exc.name,
+        ) from exc
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from chit.core.principal import Principal
+from chit.policy.principals import Principal
 
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
-from chit.core.principal import Principal
+from chit.policy.principals import Principal
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from chit.core.principal import Decision, Principal
+from chit.policy.decisions import Decision
+from chit.policy.principals import Principal
 
 DECISION_LOGGER = "chit.decisions"
 

@@ -2,7 +2,7 @@
 
     principal: Principal = Security(verifier, scopes=["image-store:images:read"])
 
-The dependency reads the bearer token (``chit.sdk.verifier.bearer_token``), verifies it, requires the
+The dependency reads the bearer token (``chit.answers.bearer_token``), verifies it, requires the
 route's scopes, binds the principal for outbound calls (``chit.sdk.context``) and yields it. Because
 it yields, an ``AuthError`` raised in the route body (``principal.require_owner(...)``) comes back
 through it and answers exactly like one raised by the dependency, with a plain ``FastAPI()``. It is
@@ -23,32 +23,27 @@ from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 from starlette.responses import Response
 
-from chit.core.principal import Principal
-from chit.errors import AuthError
+from chit.answers import answer_to, bearer_token
+from chit.errors import AuthError, ChitError, KeysUnavailableError
+from chit.policy.principals import Principal
 from chit.sdk import context
-from chit.sdk.jwks_client import KeysUnavailableError
-from chit.sdk.verifier import TokenVerifier, VerifierOptions, bearer_token, challenge
+from chit.sdk.verifier import TokenVerifier, VerifierOptions
 
 DEFAULT_SCHEME_NAME = "chit"
 
 
-def http_error(error: AuthError, scope: Iterable[str] = ()) -> HTTPException:
-    """An RFC 6750 answer as the ``HTTPException`` FastAPI renders (so app handlers still apply)."""
-    return HTTPException(error.status_code, error.reason, headers={"WWW-Authenticate": challenge(error, scope)})
-
-
-def keys_unavailable(error: KeysUnavailableError) -> HTTPException:
-    return HTTPException(
-        503, "authorization is temporarily unavailable", headers={"Retry-After": str(error.retry_after)}
-    )
+def http_error(error: ChitError, scope: Iterable[str] = ()) -> HTTPException:
+    """The answer to ``error`` (``chit.answers``) as the ``HTTPException`` FastAPI renders, so that the
+    app's own handlers still apply; the body is FastAPI's ``{"detail": ...}``."""
+    answer = answer_to(error, scope)
+    return HTTPException(answer.status, answer.description, headers=answer.headers)
 
 
 async def auth_error_handler(_request: Request, exc: Exception) -> Response:
     """For ``app.add_exception_handler(AuthError, ...)``: answers AuthErrors raised outside the dependency."""
     assert isinstance(exc, AuthError)
-    return JSONResponse(
-        {"detail": exc.reason}, status_code=exc.status_code, headers={"WWW-Authenticate": challenge(exc)}
-    )
+    answer = answer_to(exc)
+    return JSONResponse({"detail": answer.description}, status_code=answer.status, headers=answer.headers)
 
 
 class Verifier(TokenVerifier, SecurityBase):
@@ -82,10 +77,8 @@ class Verifier(TokenVerifier, SecurityBase):
             token = bearer_token(request.headers.getlist("authorization"))
             principal = await self.verify(token)
             self.authorize(principal, scopes)
-        except AuthError as exc:
+        except (AuthError, KeysUnavailableError) as exc:
             raise http_error(exc, scopes) from None
-        except KeysUnavailableError as exc:
-            raise keys_unavailable(exc) from None
         bound = context.bind(principal, token)
         try:
             yield principal

@@ -2,7 +2,8 @@
 
 ``ServiceIdentity`` holds the service's client id and secret, obtains its ``client_credentials`` token
 (RFC 6749 §4.4, ``client_secret_basic`` with form-encoded credentials, §2.3.1), keeps it and renews it
-before it expires: one request to the token endpoint however many calls need a token at once. It is
+before it expires: one request to the token endpoint however many calls need a token at once, and a
+token that still works is kept when a renewal fails (``chit.sdk.fetch.SingleFlight``). It is
 an ``httpx.Auth``, so ``httpx.AsyncClient(auth=identity)`` (or ``httpx.Client``) sends it, and a 401
 ``invalid_token`` answer (a revoked token, a key rotated in a hurry) gets one retry with a new token.
 
@@ -11,36 +12,24 @@ an ``httpx.Auth``, so ``httpx.AsyncClient(auth=identity)`` (or ``httpx.Client``)
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import logging
-import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 from urllib.parse import quote_plus, urlencode
 
 import httpx
 
-from chit.errors import OAuth2Error
+from chit.errors import FetchError
+from chit.errors import TokenRequestError as TokenRequestError
 from chit.sdk import context
-from chit.sdk.jwks_client import DISCOVERY_PATH, FETCH_TIMEOUT, FetchError, HttpGetter
-
-log = logging.getLogger("chit.sdk")
+from chit.sdk.fetch import FETCH_TIMEOUT, Fetched, HttpGetter, Reply, SingleFlight
 
 DEFAULT_REFRESH_BEFORE = 60.0
 RETRY_AFTER_FAILURE = 5.0  # while the old token still works, how long to wait before asking again
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post"]
-
-
-class TokenRequestError(OAuth2Error):
-    """The token endpoint refused (its RFC 6749 §5.2 ``error``) or could not be reached."""
-
-    def __init__(self, error: str, description: str = "", status_code: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.status_code = status_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +43,14 @@ class ServiceToken:
 
 def _needs_retry(response: httpx.Response) -> bool:
     return response.status_code == 401 and 'error="invalid_token"' in response.headers.get("www-authenticate", "")
+
+
+@contextmanager
+def _unreachable_is_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except (httpx.HTTPError, FetchError) as exc:
+        raise TokenRequestError("temporarily_unavailable", str(exc), 503) from exc
 
 
 class ServiceIdentity(httpx.Auth):
@@ -83,12 +80,15 @@ class ServiceIdentity(httpx.Auth):
         self.refresh_before = refresh_before
         self.timeout = timeout
         self.clock = clock
-        self._getter = HttpGetter(http_client, timeout)
-        self._sync_http = sync_http_client
-        self._current: ServiceToken | None = None
-        self._retry_at = 0.0
-        self._inflight: asyncio.Task[ServiceToken] | None = None
-        self._sync_lock = threading.Lock()
+        self._getter = HttpGetter(http_client, timeout, sync_http_client=sync_http_client)
+        self._token: SingleFlight[ServiceToken] = SingleFlight(
+            f"the token of {client_id}",
+            self._fetch,
+            fetch_sync=self._fetch_sync,
+            errors=(TokenRequestError,),
+            retry_pause=RETRY_AFTER_FAILURE,
+            clock=clock,
+        )
         self.requests = 0  # token requests sent, for tests and metrics
 
     def __repr__(self) -> str:  # never let the secret reach a log
@@ -96,104 +96,47 @@ class ServiceIdentity(httpx.Auth):
 
     # --- the token ------------------------------------------------------------------------------------
 
-    def _usable(self, now: float, stale_token: str | None) -> ServiceToken | None:
-        """The cached token when it needs no renewal (or renewal failed lately and it still works)."""
-        current = self._current
-        if current is None or current.access_token == stale_token or now >= current.expires_at:
+    def _usable(self, stale_token: str | None) -> ServiceToken | None:
+        """The token in hand when it needs no renewal (or renewal failed lately and it still works)."""
+        now = self.clock()
+        if now >= self._token.renew_at:
             return None
-        if now < current.refresh_at or now < self._retry_at:
-            return current
-        return None
+        current = self._token.usable(now)
+        return None if current is None or current.access_token == stale_token else current
 
     async def token(self, *, stale: str | None = None) -> str:
         """A valid access token, renewed ahead of expiry; ``stale`` names one the caller saw refused."""
-        current = self._usable(self.clock(), stale)
-        if current is not None:
-            return current.access_token
-        task = self._inflight
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            task = asyncio.get_running_loop().create_task(self._renew_async(), name=f"chit-token-{self.client_id}")
-            self._inflight = task
-        return (await asyncio.shield(task)).access_token
+        current = self._usable(stale) or await self._token.obtain()
+        return current.access_token
 
     def sync_token(self, *, stale: str | None = None) -> str:
         """``token`` for synchronous code (``httpx.Client``); threads share one request."""
-        current = self._usable(self.clock(), stale)
-        if current is not None:
-            return current.access_token
-        with self._sync_lock:
-            current = self._usable(self.clock(), stale)
-            if current is not None:
-                return current.access_token
-            return self._renew_sync().access_token
+        current = self._usable(stale) or self._token.obtain_sync(lambda: self._usable(stale))
+        return current.access_token
 
-    async def _renew_async(self) -> ServiceToken:
+    async def _fetch(self) -> Fetched[ServiceToken]:
         started = self.clock()
-        try:
-            token_url = await self._token_url_async()
-            async with self._getter.client() as client:
-                response = await client.send(self._token_request(token_url))
-                await response.aread()
-            return self._accept(response, started)
-        except (httpx.HTTPError, FetchError) as exc:
-            return self._failed(TokenRequestError("temporarily_unavailable", str(exc), 503), exc)
-        except TokenRequestError as exc:
-            return self._failed(exc, exc)
+        with _unreachable_is_unavailable():
+            if self.token_url is None:
+                self.token_url = await self._getter.discover(self._issuer(), "token_endpoint")
+            headers, form = self._token_request()
+            reply = await self._getter.send("POST", self.token_url, headers=headers, content=form)
+        return self._accept(reply, started)
 
-    def _renew_sync(self) -> ServiceToken:
+    def _fetch_sync(self) -> Fetched[ServiceToken]:
         started = self.clock()
-        try:
-            token_url = self.token_url or self._discover_sync()
-            response = self._sync_send(self._token_request(token_url))
-            return self._accept(response, started)
-        except (httpx.HTTPError, FetchError) as exc:
-            return self._failed(TokenRequestError("temporarily_unavailable", str(exc), 503), exc)
-        except TokenRequestError as exc:
-            return self._failed(exc, exc)
+        with _unreachable_is_unavailable():
+            if self.token_url is None:
+                self.token_url = self._getter.discover_sync(self._issuer(), "token_endpoint")
+            headers, form = self._token_request()
+            reply = self._getter.send_sync("POST", self.token_url, headers=headers, content=form)
+        return self._accept(reply, started)
 
-    def _failed(self, error: TokenRequestError, cause: Exception) -> ServiceToken:
-        now = self.clock()
-        current = self._current
-        if current is not None and now < current.expires_at:
-            log.warning("could not renew the token of %s (%s); using the current one", self.client_id, cause)
-            self._retry_at = now + RETRY_AFTER_FAILURE
-            return current
-        raise error from cause
+    def _issuer(self) -> str:
+        assert self.issuer is not None  # without a token_url, the constructor asked for an issuer
+        return self.issuer
 
-    async def _token_url_async(self) -> str:
-        if self.token_url is None:
-            assert self.issuer is not None
-            document, _ = await self._getter.get_json(self.issuer.rstrip("/") + DISCOVERY_PATH)
-            self.token_url = self._token_endpoint(document)
-        return self.token_url
-
-    def _discover_sync(self) -> str:
-        assert self.issuer is not None
-        response = self._sync_send(httpx.Request("GET", self.issuer.rstrip("/") + DISCOVERY_PATH))
-        if response.status_code != 200:
-            raise FetchError(f"discovery answered {response.status_code}")
-        try:
-            document = response.json()
-        except ValueError as exc:
-            raise FetchError("discovery did not answer JSON") from exc
-        self.token_url = self._token_endpoint(document)
-        return self.token_url
-
-    def _sync_send(self, request: httpx.Request) -> httpx.Response:
-        if self._sync_http is not None:
-            return self._sync_http.send(request)
-        with httpx.Client(timeout=self.timeout) as client:
-            return client.send(request)
-
-    def _token_endpoint(self, document: object) -> str:
-        if not isinstance(document, dict) or document.get("issuer") != self.issuer:
-            raise FetchError(f"discovery document is not {self.issuer}'s")
-        endpoint = document.get("token_endpoint")
-        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
-            raise FetchError("discovery document has no token_endpoint")
-        return endpoint
-
-    def _token_request(self, token_url: str) -> httpx.Request:
+    def _token_request(self) -> tuple[dict[str, str], bytes]:
         self.requests += 1
         form = {"grant_type": "client_credentials"}
         if self.scope is not None:
@@ -204,20 +147,20 @@ class ServiceIdentity(httpx.Auth):
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         else:
             form.update(client_id=self.client_id, client_secret=self._secret)
-        return httpx.Request("POST", token_url, content=urlencode(form).encode(), headers=headers)
+        return headers, urlencode(form).encode()
 
-    def _accept(self, response: httpx.Response, started: float) -> ServiceToken:
+    def _accept(self, reply: Reply, started: float) -> Fetched[ServiceToken]:
         try:
-            body: Any = response.json()
-        except ValueError:
+            body: Any = reply.json()
+        except FetchError:
             body = None
-        if response.status_code != 200:
+        if reply.status_code != 200:
             if isinstance(body, dict) and isinstance(body.get("error"), str):
                 description = body.get("error_description")
                 raise TokenRequestError(
-                    body["error"], description if isinstance(description, str) else "", response.status_code
+                    body["error"], description if isinstance(description, str) else "", reply.status_code
                 )
-            raise TokenRequestError("server_error", f"token endpoint answered {response.status_code}", 502)
+            raise TokenRequestError("server_error", f"token endpoint answered {reply.status_code}", 502)
         if (
             not isinstance(body, dict)
             or not isinstance(body.get("access_token"), str)
@@ -234,9 +177,7 @@ class ServiceIdentity(httpx.Auth):
             expires_at=started + lifetime,
             refresh_at=started + lifetime - min(self.refresh_before, lifetime / 2),
         )
-        self._current = token
-        self._retry_at = 0.0
-        return token
+        return Fetched(token, renew_at=token.refresh_at, expires_at=token.expires_at)
 
     # --- httpx.Auth -----------------------------------------------------------------------------------
 
@@ -259,10 +200,8 @@ class ServiceIdentity(httpx.Auth):
             yield request
 
     async def aclose(self) -> None:
-        task = self._inflight
-        self._inflight = None
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
-            task.cancel()
+        """Cancel a token request under way; the identity stays usable."""
+        await self._token.aclose()
 
     async def __aenter__(self) -> Self:
         return self

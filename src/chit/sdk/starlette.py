@@ -19,14 +19,15 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chit.core.principal import Principal
-from chit.errors import AuthError
+from chit.answers import answer_to, bearer_token
+from chit.errors import AuthError, ChitError, KeysUnavailableError, MissingTokenError
+from chit.policy.principals import Principal
 from chit.sdk import context
-from chit.sdk.jwks_client import KeysUnavailableError
-from chit.sdk.verifier import MissingTokenError, TokenVerifier, bearer_token, challenge
+from chit.sdk.verifier import TokenVerifier
 
 SCOPE_KEY = "chit.principal"
-POLICY_VIOLATION = 1008  # WebSocket close code (RFC 6455 §7.4.1)
+POLICY_VIOLATION = 1008  # WebSocket close codes (RFC 6455 §7.4.1)
+TRY_AGAIN_LATER = 1013
 
 
 def principal_of(scope: Scope | Any) -> Principal | None:
@@ -63,11 +64,8 @@ class BearerAuthMiddleware:
                 await _refuse(scope, send, exc)
                 return
             token, principal = "", None
-        except AuthError as exc:
+        except (AuthError, KeysUnavailableError) as exc:
             await _refuse(scope, send, exc)
-            return
-        except KeysUnavailableError as exc:
-            await _unavailable(scope, send, exc.retry_after)
             return
         scope[SCOPE_KEY] = principal
         bound = context.bind(principal, token) if principal is not None else None
@@ -90,26 +88,17 @@ class BearerAuthMiddleware:
                 context.unbind(bound)
 
 
-async def _refuse(scope: Scope, send: Send, error: AuthError) -> None:
+async def _refuse(scope: Scope, send: Send, error: ChitError) -> None:
+    answer = answer_to(error)
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": error.reason[:120]})
+        if answer.status == 503:
+            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "try again later"})
+        else:
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": answer.description[:120]})
         return
-    body = {"error": error.error, "error_description": error.reason} if error.error else {}
-    headers = {"www-authenticate": challenge(error), "content-type": "application/json", "cache-control": "no-store"}
-    await _answer(send, error.status_code, body, headers)
-
-
-async def _unavailable(scope: Scope, send: Send, retry_after: int) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
-        return
-    headers = {"retry-after": str(retry_after), "content-type": "application/json"}
-    await _answer(send, 503, {"error": "temporarily_unavailable"}, headers)
-
-
-async def _answer(send: Send, status: int, body: dict[str, str], headers: dict[str, str]) -> None:
-    content = json.dumps(body).encode()
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    content = json.dumps(answer.body()).encode()
+    headers = {**answer.headers, "Content-Type": "application/json", "Cache-Control": "no-store"}
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     raw.append((b"content-length", str(len(content)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.start", "status": answer.status, "headers": raw})
     await send({"type": "http.response.body", "body": content})

@@ -5,83 +5,33 @@ memory (``chit.sdk.jwks_client``), and consults the revocation check; a verified
 bounded cache until it expires, so a token seen again costs a dictionary lookup. Verification is
 CPU-bound and holds the GIL, so it runs inline in the caller's event loop: a thread pool would only
 add hand-off cost. Adapters (``chit.sdk.fastapi``, ``chit.sdk.starlette``) only translate HTTP to
-``bearer_token`` / ``verify`` / ``authorize`` and ``AuthError`` back to RFC 6750 answers
-(``challenge``).
+``bearer_token`` / ``verify`` / ``authorize`` and errors back to the answers of ``chit.answers``
+(``bearer_token``, ``challenge`` and the SDK's errors are imported here for ``chit.sdk``).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 from typing import Self, TypedDict
 
 import httpx
 
+from chit.answers import bearer_token as bearer_token
+from chit.answers import challenge as challenge
 from chit.core.jwt import DEFAULT_LEEWAY, MAX_TOKEN_SIZE, AccessTokenDecoder, UnknownKeyError
 from chit.core.keys import ALGORITHMS
-from chit.core.principal import DecisionSink, Principal, principal_from_claims
-from chit.errors import AuthError, InvalidTokenError
+from chit.core.paths import TOKEN_PATH
+from chit.errors import InvalidBearerRequestError as InvalidBearerRequestError
+from chit.errors import InvalidTokenError
+from chit.errors import MissingTokenError as MissingTokenError
+from chit.policy.principals import DecisionSink, Principal, principal_from_claims
+from chit.revocation.base import RevocationCheck
 from chit.sdk.cache import DEFAULT_MAX_ENTRIES, VerifiedTokenCache
 from chit.sdk.decisions import DecisionLog
-from chit.sdk.jwks_client import FETCH_TIMEOUT, MAX_AGE_CAP, REFRESH_COOLDOWN, JwksClient
-from chit.sdk.revocation import RevocationCheck
-
-TOKEN_ENDPOINT_PATH = "/oauth2/token"
-_WHITESPACE = re.compile(r"\s")
-
-
-class MissingTokenError(AuthError):
-    """The request carries no bearer credentials (RFC 6750 §3.1: 401 without an error code)."""
-
-    error = ""
-    status_code = 401
-
-
-class InvalidBearerRequestError(AuthError):
-    """The Authorization header is malformed or repeated (RFC 6750 §3.1 ``invalid_request``)."""
-
-    error = "invalid_request"
-    status_code = 400
-
-
-def bearer_token(authorization: Sequence[str]) -> str:
-    """The token of the request's ``Authorization`` header values (RFC 6750 §2.1).
-
-    The scheme is case-insensitive; a token in the query string or the body is never read.
-    """
-    if not authorization:
-        raise MissingTokenError("no bearer token")
-    if len(authorization) > 1:
-        raise InvalidBearerRequestError("more than one Authorization header")
-    scheme, _, value = authorization[0].strip().partition(" ")
-    if scheme.lower() != "bearer":
-        raise MissingTokenError("no bearer token")  # another scheme: not our credentials (RFC 6750 §3.1)
-    token = value.strip()
-    if not token:
-        raise InvalidBearerRequestError("empty bearer token")
-    if _WHITESPACE.search(token):
-        raise InvalidBearerRequestError("malformed bearer token")
-    return token
-
-
-def _quoted(text: str) -> str:
-    # RFC 6750 §3: error_description and scope allow %x20-21 / %x23-5B / %x5D-7E only
-    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
-
-
-def challenge(error: AuthError | None, scope: Iterable[str] = ()) -> str:
-    """The ``WWW-Authenticate`` value answering ``error`` (RFC 6750 §3)."""
-    if error is None or not error.error:
-        return "Bearer"
-    parts = [f'error="{error.error}"']
-    if error.reason:
-        parts.append(f'error_description="{_quoted(error.reason)}"')
-    scopes = " ".join(scope)
-    if scopes and error.error == "insufficient_scope":
-        parts.append(f'scope="{_quoted(scopes)}"')
-    return "Bearer " + ", ".join(parts)
+from chit.sdk.fetch import FETCH_TIMEOUT
+from chit.sdk.jwks_client import MAX_AGE_CAP, REFRESH_COOLDOWN, JwksClient
 
 
 class VerifierOptions(TypedDict, total=False):
@@ -138,7 +88,7 @@ class TokenVerifier:
         self.leeway = leeway
         self.revocation = revocation
         self.clock = clock
-        self.token_url = token_url or issuer.rstrip("/") + TOKEN_ENDPOINT_PATH
+        self.token_url = token_url or issuer.rstrip("/") + TOKEN_PATH
         self.decoder = AccessTokenDecoder(
             issuer=issuer, audience=audience, leeway=leeway, algorithms=algorithms, max_size=max_token_size
         )

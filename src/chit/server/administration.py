@@ -1,7 +1,7 @@
 """Administrative operations, shared by the CLI and the admin API.
 
 Authority follows the presenting token (DESIGN §4): each operation checks what the *token* carries
-(``Actor.permissions``), never what its owner holds in the database, and whatever it creates is
+(``Caller.permissions``), never what its owner holds in the database, and whatever it creates is
 bounded by that (``chit.policy.administration``). It validates its input, writes in one transaction
 and leaves an audit event; a refusal leaves one too (``admin.refused``, outcome ``failure``). A
 caller who may not read a user, client, key or session is never told whether it exists. The CLI
@@ -20,6 +20,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from chit.core.keys import check_algorithm
 from chit.errors import ChitError, NotFoundError, RefusedError
+from chit.errors import ForbiddenError as ForbiddenError  # its home before chit.errors
 from chit.policy import administration as rules
 from chit.policy.manifest import Manifest
 from chit.policy.permissions import Permission, intersect, parse_all
@@ -47,12 +48,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class ForbiddenError(RefusedError):
-    """The acting principal may not do this (the admin API answers 403)."""
-
-
 @dataclass(frozen=True)
-class Actor:
+class Caller:
+    """Who calls an administrative operation, with what the presented token carries (the CLI: the operator)."""
+
     subject: str
     permissions: frozenset[Permission]
     client_id: str | None = None
@@ -60,7 +59,7 @@ class Actor:
     request_id: str | None = None
 
     @classmethod
-    def operator(cls) -> Actor:
+    def operator(cls) -> Caller:
         return cls(OPERATOR_SUBJECT, frozenset({rules.SUPER_ADMIN}), source="cli")
 
 
@@ -107,7 +106,7 @@ def audited(operation: str) -> Callable[[Callable[Concatenate[Administration, P]
 @dataclass
 class Administration:
     server: AuthServer
-    actor: Actor
+    actor: Caller
     _events: list[AuditEvent] = field(default_factory=list)
 
     # the authority rule ------------------------------------------------------------------------
@@ -330,8 +329,7 @@ class Administration:
             raise NotFoundError(f"no user {username!r}")
         # a token may not lock out (or bring back) someone who holds more than it could hand out
         self._may_grant(parse_all(store.permissions_of(user.id)))
-        user = store.set_user_disabled(username, disabled, self.server.now())
-        self._audit("user.disabled" if disabled else "user.enabled", subject=user.id, username=user.username)
+        user, _ = self.server.revocations.set_user_disabled(username, disabled, by=self.actor)
         return user
 
     @audited("client.create")
@@ -419,10 +417,7 @@ class Administration:
     @audited("api_key.revoke")
     def revoke_api_key(self, key_id: str) -> bool:
         record = self._manageable_key(key_id)
-        revoked = self.server.store.revoke_api_key(key_id, self.server.now())
-        if revoked:
-            self._audit("api_key.revoked", subject=record.owner_id, key_id=key_id)
-        return revoked
+        return self.server.revocations.revoke_api_key(key_id, subject=record.owner_id, by=self.actor)
 
     @audited("api_key.rotate")
     def rotate_api_key(self, key_id: str) -> str:
@@ -457,10 +452,7 @@ class Administration:
         session = self.server.store.session(session_id)
         if session is None or (session.user_id != self.actor.subject and not self.holds("chit:sessions:write")):
             raise NotFoundError(f"no session {session_id!r} that this token could revoke")
-        revoked = self.server.store.revoke_family(session_id, now=self.server.now(), reason="revoked")
-        if revoked:
-            self._audit("session.revoked", subject=session.user_id, session=session_id)
-        return revoked
+        return self.server.revocations.revoke_session(session_id, subject=session.user_id, by=self.actor)
 
     @audited("keys.list")
     def signing_keys(self) -> list[dict[str, Any]]:

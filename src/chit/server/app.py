@@ -1,7 +1,7 @@
 """The ASGI application: a thin adapter from HTTP to the framework-free endpoints.
 
 Endpoint logic (and its database and Argon2 work) runs in the thread pool, so one slow login never
-stalls the event loop; errors map to RFC answers in ``_oauth2_error`` and nowhere else.
+stalls the event loop; errors are answered as ``chit.answers`` says, which the handlers only render.
 The database work that does run on the loop (SQLite client lookup, audit commit) never waits for a
 lock there: a lock held by another process must not freeze JWKS, discovery and every other request.
 It moves to a thread, whose wait is bounded (``db_lock_timeout_ms``); past that, 503 + Retry-After.
@@ -21,22 +21,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
-from chit.errors import ChitError, ConflictError, DatabaseBusyError, InvalidTokenError, NotFoundError, OAuth2Error
+from chit.answers import Answer, answer_to
+from chit.core.paths import DISCOVERY_PATHS, INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH, TOKEN_PATH
+from chit.errors import AuditWriteError, ChitError, DatabaseBusyError, InvalidRequestError, OAuth2Error
 from chit.server.admin.api import admin_router
-from chit.server.admin.auth import MissingTokenError, audit_refusal
-from chit.server.administration import ForbiddenError
-from chit.server.audit import AuditWriteError, request_id_from
+from chit.server.admin.auth import audit_refusal
+from chit.server.audit import request_id_from
 from chit.server.authserver import AuthServer
 from chit.server.config import Settings
 from chit.server.credentials import warm_up
 from chit.server.endpoints.introspection import IntrospectionEndpoint
-from chit.server.endpoints.metadata import (
-    INTROSPECTION_PATH,
-    JWKS_PATH,
-    REVOCATION_PATH,
-    TOKEN_PATH,
-    server_metadata,
-)
+from chit.server.endpoints.metadata import server_metadata
 from chit.server.endpoints.revocation import RevocationEndpoint
 from chit.server.endpoints.token import TokenEndpoint, TokenOutcome
 from chit.server.limits import SizeLimitMiddleware
@@ -52,40 +47,29 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
+def _answer(answer: Answer) -> JSONResponse:
+    return _json(answer.body(), answer.status, answer.headers)
+
+
 async def _oauth2_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuth2Error)
-    return _json(exc.body(), exc.status_code, exc.headers)
-
-
-def _admin_error(exc: ChitError) -> tuple[int, str, dict[str, str]]:
-    if isinstance(exc, MissingTokenError):
-        return 401, "invalid_token", {"WWW-Authenticate": "Bearer"}
-    if isinstance(exc, InvalidTokenError):
-        return 401, "invalid_token", {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc}"'}
-    if isinstance(exc, ForbiddenError):
-        return 403, "insufficient_scope", {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
-    if isinstance(exc, NotFoundError):
-        return 404, "not_found", {}
-    if isinstance(exc, ConflictError):
-        return 409, "conflict", {}
-    if isinstance(exc, AuditWriteError):
-        return 503, "temporarily_unavailable", {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
-    return 400, "invalid_request", {}
+    return _answer(answer_to(exc))
 
 
 async def _chit_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChitError)
-    status, error, headers = _admin_error(exc)
+    answer = answer_to(exc)
     if not (isinstance(exc, AuditWriteError) and exc.retry_after is not None):  # the audit log waits for a lock
-        await audit_refusal(request, status, error, str(exc), exc)
-    return _json({"error": error, "error_description": str(exc)}, status, headers)
+        await audit_refusal(request, answer.status, answer.error, str(exc), exc)
+    return _answer(answer)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()[:10]]
-    await audit_refusal(request, 400, "invalid_request", "; ".join(problems))
-    return _json({"error": "invalid_request", "error_description": "; ".join(problems)}, 400)
+    answer = answer_to(InvalidRequestError("; ".join(problems)))
+    await audit_refusal(request, answer.status, answer.error, answer.description)
+    return _answer(answer)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -192,7 +176,7 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     async def metadata() -> Response:
         return JSONResponse(server_metadata(server, token_endpoint), headers={"Cache-Control": "max-age=300"})
 
-    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+    for path in DISCOVERY_PATHS:
         app.add_api_route(path, metadata, methods=["GET"], tags=["discovery"], summary="RFC 8414 metadata")
 
     @app.get(JWKS_PATH, tags=["discovery"], summary="JSON Web Key Set (RFC 7517)")

@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chit.core.ids import unique_id
-from chit.errors import ChitError, DatabaseBusyError
+from chit.errors import AuditWriteError as AuditWriteError  # its home before chit.errors
+from chit.errors import DatabaseBusyError
 from chit.storage.records import AuditRecord
-from chit.storage.registry import GENESIS_HASH, RegistryStore
+from chit.storage.sql.audit import GENESIS_HASH
+from chit.storage.sql.store import Store
 
 log = logging.getLogger("chit.audit")
 MAX_BATCH = 500
@@ -97,27 +99,6 @@ def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
-class AuditWriteError(ChitError):
-    """The audit log could not be written: the operation it records must not be answered as done.
-
-    ``retry_after`` (seconds) is set when the cause was only a database lock held too long by another
-    session: then the answer is 503 with ``Retry-After``.
-    """
-
-    def __init__(self, message: str = "the audit log could not be written", *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    @classmethod
-    def caused_by(cls, cause: BaseException) -> AuditWriteError:
-        if isinstance(cause, DatabaseBusyError):
-            error = cls("the audit log could not be written: the database is busy", retry_after=cause.retry_after)
-        else:
-            error = cls()
-        error.__cause__ = cause
-        return error
-
-
 class _Pending:
     __slots__ = ("done", "error", "future", "row")
 
@@ -153,7 +134,7 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
 
 
 class AuditLog:
-    def __init__(self, store: RegistryStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()

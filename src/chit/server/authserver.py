@@ -19,10 +19,11 @@ from chit.errors import InvalidTokenError
 from chit.policy.permissions import Permission, audience
 from chit.server.audit import AuditLog
 from chit.server.config import Settings
+from chit.server.revocations import Revocations
 from chit.storage.engine import create_database_engine
 from chit.storage.keyfiles import KeyStore, LoadedKeys
 from chit.storage.records import API_KEY_PREFIX, Client
-from chit.storage.registry import RegistryStore
+from chit.storage.sql.store import Store
 
 KEY_RELOAD_INTERVAL = 1.0  # seconds between checks of the key set file for a rotation
 
@@ -41,8 +42,9 @@ class AuthServer:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = RegistryStore(create_database_engine(settings.database_url))
+        self.store = Store(create_database_engine(settings.database_url))
         self.audit = AuditLog(self.store, clock)
+        self.revocations = Revocations(self)  # the only code that revokes anything
         self.keystore = KeyStore(settings.data_dir, timedelta(seconds=settings.key_retention))
         self._keys: LoadedKeys | None = None
         self._keys_stamp = -1

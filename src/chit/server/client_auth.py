@@ -16,7 +16,7 @@ from urllib.parse import unquote_plus
 from chit.errors import InvalidClientError, InvalidRequestError
 from chit.server.credentials import secret_matches
 from chit.storage.records import Client
-from chit.storage.repository import Store
+from chit.storage.sql.store import Store
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="chit"'}

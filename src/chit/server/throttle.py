@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from chit.errors import TooManyAttemptsError
 from chit.policy.usernames import username_key
 from chit.storage.records import ThrottleState
-from chit.storage.repository import Store
+from chit.storage.sql.store import Store
 
 
 @dataclass(frozen=True)

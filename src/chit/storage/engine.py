@@ -8,7 +8,7 @@ How long a statement waits for a lock another session holds is bounded (SQLite `
 PostgreSQL ``lock_timeout``), then it fails with ``DatabaseBusyError``: another process (a CLI command,
 a backup, a DBA's transaction) can hold a lock for as long as it likes, and a server must answer 503
 rather than hang. An operator's command may wait long (the default); the server waits well under its
-clients' patience, and its event loop not at all (``chit.storage.repository``).
+clients' patience, and its event loop not at all (``chit.storage.sql.connection``).
 """
 
 from __future__ import annotations

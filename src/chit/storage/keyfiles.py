@@ -115,7 +115,11 @@ class KeyStore:
         """Publish a new key now, signing from ``now + delay``; forget keys no token can need."""
         with self._locked():
             manifest = self._read_manifest()
-            key = new_signing_key(alg, now, signs_from=now + delay)
+            signs_from = now + delay
+            if delay and signs_from.microsecond:
+                # stored in whole seconds: round up, or the key would sign before caches can hold it
+                signs_from = signs_from.replace(microsecond=0) + timedelta(seconds=1)
+            key = new_signing_key(alg, now, signs_from=signs_from)
             self._write_signing_key(key)
             ring = KeyRing.of([*self._load_signing_keys(manifest), key], self.retention)
             keep = {k.kid for k in ring.published(now)}

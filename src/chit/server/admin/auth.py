@@ -1,6 +1,9 @@
 """Who is calling the admin API: a bearer access token issued by this server, for the ``chit`` audience.
 
-Answers per RFC 6750: 401 ``invalid_token`` with ``WWW-Authenticate: Bearer``, 403 ``insufficient_scope``.
+The bearer token is read as every chit service reads it (``chit.answers.bearer_token``) and refusals are
+answered per RFC 6750 (``chit.answers``): no credentials 401 with a bare ``WWW-Authenticate: Bearer``,
+two ``Authorization`` headers or an empty or malformed bearer value 400 ``invalid_request``, a bad
+token 401 ``invalid_token``, a missing permission 403 ``insufficient_scope``.
 """
 
 from __future__ import annotations
@@ -10,39 +13,24 @@ import logging
 import anyio.to_thread
 from fastapi import Request
 
+from chit.answers import bearer_token
 from chit.errors import ChitError, InvalidTokenError
 from chit.policy.permissions import CHIT_SERVICE
-from chit.server.administration import REFUSED, Actor
+from chit.policy.scopes import parse_permissions
+from chit.server.administration import REFUSED, Caller
 from chit.server.audit import FAILURE, AuditEvent, AuditWriteError, request_id_from
 from chit.server.authserver import AuthServer
-from chit.server.grants.base import parse_permissions
 
 log = logging.getLogger("chit.admin")
 
 
-class MissingTokenError(InvalidTokenError):
-    """No credentials at all: RFC 6750 §3.1 answers a bare ``WWW-Authenticate: Bearer``."""
-
-
-def bearer_token(request: Request) -> str:
-    values = request.headers.getlist("authorization")
-    if not values:
-        raise MissingTokenError("no bearer token")
-    if len(values) > 1:
-        raise InvalidTokenError("more than one Authorization header")
-    scheme, _, token = values[0].partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidTokenError("expected Authorization: Bearer <token>")
-    return token.strip()
-
-
-def actor_from(server: AuthServer, request: Request) -> Actor:
-    claims = server.verify_active_access_token(bearer_token(request))
+def actor_from(server: AuthServer, request: Request) -> Caller:
+    claims = server.verify_active_access_token(bearer_token(request.headers.getlist("authorization")))
     if claims is None:
         raise InvalidTokenError("the token is invalid, expired or revoked")
     if CHIT_SERVICE not in claims.aud:
         raise InvalidTokenError("the token is not meant for the auth server")
-    return Actor(
+    return Caller(
         subject=claims.sub,
         permissions=parse_permissions(claims.scope),
         client_id=claims.client_id,
@@ -57,7 +45,7 @@ async def audit_refusal(request: Request, status: int, error: str, reason: str, 
     if status < 400 or not request.url.path.startswith("/admin") or getattr(exc, "audited", False):
         return
     server: AuthServer = request.app.state.auth_server
-    actor: Actor | None = getattr(request.state, "admin_actor", None)
+    actor: Caller | None = getattr(request.state, "admin_actor", None)
     if actor is None and "authorization" in request.headers:
         # refused before the route's dependencies ran (e.g. a body that is not JSON): still say who asked
         try:

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from chit.core.paths import INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH, TOKEN_PATH
 from chit.server.authserver import AuthServer
 from chit.server.client_auth import AUTH_METHODS
 from chit.server.endpoints.token import TokenEndpoint
-
-TOKEN_PATH = "/oauth2/token"
-INTROSPECTION_PATH = "/oauth2/introspect"
-REVOCATION_PATH = "/oauth2/revoke"
-JWKS_PATH = "/.well-known/jwks.json"
 
 
 def server_metadata(server: AuthServer, token_endpoint: TokenEndpoint) -> dict[str, Any]:

@@ -3,20 +3,19 @@
 Revoking a refresh token revokes its whole family and every access token issued from it; revoking
 an access token makes introspection answer ``active: false`` at once. A token that is unknown,
 expired or already revoked answers 200 (§2.2); one issued to another client is refused with
-``unauthorized_client`` (§2.1) and left alone.
+``unauthorized_client`` (§2.1) and left alone. Both go through ``chit.server.revocations``, which
+records them and is where they are published to the services.
 """
 
 from __future__ import annotations
 
 from chit.errors import InvalidRequestError, InvalidTokenError, UnauthorizedClientError
-from chit.server.audit import AuditEvent
 from chit.server.authserver import AuthServer
 from chit.server.client_auth import authenticate_client
 from chit.server.credentials import hash_secret
 from chit.server.forms import check_content_type, parse_form
+from chit.server.revocations import REVOCATION_ENDPOINT, ClientRequest
 from chit.storage.records import Client
-
-REVOKED = "revoked"
 
 
 class RevocationEndpoint:
@@ -38,46 +37,25 @@ class RevocationEndpoint:
         token = params.get("token")
         if token is None:
             raise InvalidRequestError("missing parameter token")
+        by = ClientRequest(client.client_id, source, request_id, via=REVOCATION_ENDPOINT)
         if token.count(".") == 2:
-            self._access_token(token, client, source, request_id)
+            self._access_token(token, client, by)
         else:
-            self._refresh_token(token, client, source, request_id)
+            self._refresh_token(token, client, by)
 
-    def _refresh_token(self, token: str, client: Client, source: str | None, request_id: str | None) -> None:
+    def _refresh_token(self, token: str, client: Client, by: ClientRequest) -> None:
         record = self.server.store.find_refresh(hash_secret(token))
         if record is None:
             return
         if record.client_pk != client.id:
             raise UnauthorizedClientError("the token was not issued to this client")
-        if self.server.store.revoke_family(record.family_id, now=self.server.now(), reason=REVOKED):
-            self.server.audit.record(
-                AuditEvent(
-                    "session.revoked",
-                    client_id=client.client_id,
-                    subject=record.user_id,
-                    token_id=record.family_id,
-                    source=source,
-                    request_id=request_id,
-                    detail={"via": "revocation endpoint"},
-                )
-            )
+        self.server.revocations.revoke_session(record.family_id, subject=record.user_id, by=by)
 
-    def _access_token(self, token: str, client: Client, source: str | None, request_id: str | None) -> None:
+    def _access_token(self, token: str, client: Client, by: ClientRequest) -> None:
         try:
             claims = self.server.decode_own_access_token(token)
         except InvalidTokenError:
             return
         if claims.client_id != client.client_id:
             raise UnauthorizedClientError("the token was not issued to this client")
-        self.server.store.revoke_access_token(claims.jti, expires_at=claims.exp, now=self.server.now())
-        self.server.audit.record(
-            AuditEvent(
-                "token.revoked",
-                client_id=client.client_id,
-                subject=claims.sub,
-                token_id=claims.jti,
-                source=source,
-                request_id=request_id,
-                detail={"via": "revocation endpoint"},
-            )
-        )
+        self.server.revocations.revoke_access_token(claims.jti, expires_at=claims.exp, subject=claims.sub, by=by)

@@ -1,13 +1,17 @@
-"""What every grant shares: the request it handles, the response it builds, and scope selection."""
+"""What every grant shares: the request it handles, the response it builds, and the scope it asks for.
+
+The scope arithmetic itself is ``chit.policy.scopes``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from chit.errors import InvalidPermissionError, InvalidRequestError, InvalidScopeError
-from chit.policy.permissions import Permission, covers_all, format_scope, intersect
+from chit.errors import InvalidRequestError
+from chit.policy.permissions import Permission
+from chit.policy.scopes import parse_scope
 from chit.server.audit import AuditEvent
 from chit.server.authserver import AuthServer, IssuedAccessToken
 from chit.server.forms import split_scope
@@ -20,7 +24,7 @@ class TokenRequest:
     client: Client
     source: str  # the caller's address, for brute-force limits
     request_id: str = ""
-    # events a grant records besides the endpoint's own issued/refused event (e.g. a reuse detection)
+    # events a grant records besides the endpoint's own issued/refused event (e.g. a failed login)
     events: list[AuditEvent] = field(default_factory=list)
 
     def event(self, type: str, outcome: str, **values: Any) -> None:
@@ -66,36 +70,6 @@ class Grant(Protocol):
     def issue(self, request: TokenRequest) -> IssuedTokens: ...
 
 
-def parse_permissions(texts: Iterable[str]) -> frozenset[Permission]:
-    """Stored permissions; an unparsable one (from a hand-edited database) is ignored, never granted."""
-    result = set()
-    for text in texts:
-        try:
-            result.add(Permission.parse(text))
-        except InvalidPermissionError:
-            continue
-    return frozenset(result)
-
-
 def requested_scope(params: Mapping[str, str]) -> frozenset[Permission] | None:
-    values = split_scope(params.get("scope"))
-    if values is None:
-        return None
-    try:
-        return frozenset(Permission.parse(v) for v in values)
-    except InvalidPermissionError as exc:
-        raise InvalidScopeError(str(exc)) from exc
-
-
-def select_scope(available: frozenset[Permission], requested: frozenset[Permission] | None) -> frozenset[Permission]:
-    """Everything available when nothing is requested; else exactly what was asked, if all is covered."""
-    if requested is None:
-        return intersect(available, None)
-    missing = covers_all(available, requested)
-    if missing:
-        raise InvalidScopeError(f"not granted: {format_scope(missing)}")
-    return requested
-
-
-def client_cap(client: Client) -> frozenset[Permission] | None:
-    return None if client.scope is None else parse_permissions(client.scope)
+    """The permissions the request's ``scope`` parameter asks for (RFC 6749 §3.3), or None when absent."""
+    return parse_scope(split_scope(params.get("scope")))

@@ -9,14 +9,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from chit.errors import UnauthorizedClientError
+from chit.policy.scopes import parse_permissions, select_scope
 from chit.server.authserver import AuthServer
-from chit.server.grants.base import (
-    IssuedTokens,
-    TokenRequest,
-    parse_permissions,
-    requested_scope,
-    select_scope,
-)
+from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
 
 
 class ClientCredentialsGrant:

@@ -11,17 +11,11 @@ from typing import ClassVar
 
 from chit.errors import InvalidGrantError
 from chit.policy.permissions import intersect
+from chit.policy.scopes import client_cap, parse_permissions, select_scope
 from chit.server.audit import FAILURE
 from chit.server.authserver import AuthServer
 from chit.server.credentials import hash_secret, new_secret, verify_password
-from chit.server.grants.base import (
-    IssuedTokens,
-    TokenRequest,
-    client_cap,
-    parse_permissions,
-    requested_scope,
-    select_scope,
-)
+from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
 from chit.server.throttle import LoginThrottle, ThrottlePolicy
 
 LOGIN_FAILED = "invalid username or password"
@@ -60,7 +54,7 @@ class PasswordGrant:
             raise InvalidGrantError(LOGIN_FAILED)
         self.throttle.succeeded(attempt, server.now())
 
-        available = intersect(parse_permissions(store.permissions_of(user.id)), client_cap(request.client))
+        available = intersect(parse_permissions(store.permissions_of(user.id)), client_cap(request.client.scope))
         granted = select_scope(available, wanted)
         refresh_token = family_id = None
         if "refresh_token" in request.client.grant_types:

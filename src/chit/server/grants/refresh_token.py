@@ -12,19 +12,11 @@ from typing import ClassVar
 
 from chit.errors import InvalidGrantError, InvalidScopeError
 from chit.policy.permissions import covers_all, format_scope, intersect
-from chit.server.audit import FAILURE
+from chit.policy.scopes import client_cap, parse_permissions, select_scope
 from chit.server.authserver import AuthServer
 from chit.server.credentials import hash_secret, new_secret
-from chit.server.grants.base import (
-    IssuedTokens,
-    TokenRequest,
-    client_cap,
-    parse_permissions,
-    requested_scope,
-    select_scope,
-)
-
-REUSE = "reuse"
+from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
+from chit.server.revocations import REUSE, ClientRequest
 
 
 class RefreshTokenGrant:
@@ -33,9 +25,10 @@ class RefreshTokenGrant:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
 
-    def _reuse(self, request: TokenRequest, family_id: str, user_id: str, now: int) -> None:
-        self.server.store.revoke_family(family_id, now=now, reason=REUSE)
-        request.event("refresh.reuse_detected", FAILURE, subject=user_id, token_id=family_id)
+    def _reuse(self, request: TokenRequest, family_id: str, user_id: str) -> None:
+        # audited (refresh.reuse_detected) here, at once; the token endpoint then records the refusal
+        by = ClientRequest(request.client.client_id, request.source, request.request_id)
+        self.server.revocations.revoke_session(family_id, subject=user_id, by=by, reason=REUSE)
 
     def issue(self, request: TokenRequest) -> IssuedTokens:
         presented = request.require("refresh_token")
@@ -49,7 +42,7 @@ class RefreshTokenGrant:
         if record.family_revoked_at is not None:
             raise InvalidGrantError("refresh token was revoked")
         if record.used_at is not None:
-            self._reuse(request, record.family_id, record.user_id, now)
+            self._reuse(request, record.family_id, record.user_id)
             raise InvalidGrantError("refresh token was already used; its session is revoked")
         if record.expires_at <= now or record.family_expires_at <= now:
             raise InvalidGrantError("refresh token has expired")
@@ -63,7 +56,7 @@ class RefreshTokenGrant:
             beyond = covers_all(family_scope, wanted)
             if beyond:
                 raise InvalidScopeError(f"a refresh cannot widen the scope: {format_scope(beyond)}")
-        current = intersect(parse_permissions(store.permissions_of(user.id)), client_cap(request.client))
+        current = intersect(parse_permissions(store.permissions_of(user.id)), client_cap(request.client.scope))
         granted = select_scope(intersect(family_scope, current), wanted)
 
         new_token = new_secret()
@@ -74,7 +67,7 @@ class RefreshTokenGrant:
             idle_expires_at=now + server.settings.refresh_idle_ttl,
         ):
             # another request rotated it between our read and our write: that is a reuse
-            self._reuse(request, record.family_id, record.user_id, now)
+            self._reuse(request, record.family_id, record.user_id)
             raise InvalidGrantError("refresh token was already used; its session is revoked")
         issued = server.issue_access_token(
             subject=user.id, client=request.client, permissions=granted, session_id=record.family_id

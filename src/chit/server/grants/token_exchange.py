@@ -14,10 +14,11 @@ from typing import ClassVar
 from chit.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
 from chit.policy import administration as rules
 from chit.policy.permissions import intersect, parse_all
+from chit.policy.scopes import parse_permissions, select_scope
 from chit.server.audit import SUCCESS
 from chit.server.authserver import AuthServer
 from chit.server.credentials import parse_api_key, secret_matches
-from chit.server.grants.base import IssuedTokens, TokenRequest, parse_permissions, requested_scope, select_scope
+from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 API_KEY_TOKEN_TYPE = "urn:chit:token-type:api-key"

@@ -2,9 +2,9 @@
 
 A ``Principal`` is built from verified claims (``principal_from_claims`` for JWT access tokens; a
 chit's authority block will build one the same way) and answers decisions locally: ``can`` and
-``require`` for a permission, ``owns`` and ``require_owner`` for ownership. Every denial carries a
-reason that a log line or a test can read, and every ``require*`` decision is handed to the
-principal's ``on_decision`` sink when it has one (decision logging lives in the SDK, not here).
+``require`` for a permission, ``owns`` and ``require_owner`` for ownership (the rules and their
+reasons are ``chit.policy.decisions``). Every ``require*`` decision is handed to the principal's
+``on_decision`` sink when it has one (decision logging lives in the SDK, not here).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol
 
 from chit.core.claims import AccessTokenClaims
 from chit.errors import InsufficientScopeError, InvalidPermissionError, InvalidTokenError
+from chit.policy import decisions
+from chit.policy.decisions import Decision
 from chit.policy.permissions import WILDCARD, Permission
 
 TokenKind = Literal["jwt", "chit"]
@@ -36,18 +38,6 @@ class Actor:
     @property
     def name(self) -> str:
         return self.client_id or self.subject
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one authorization question, with the reason it can be logged and tested by."""
-
-    allowed: bool
-    permission: str | None
-    reason: str
-
-    def __bool__(self) -> bool:
-        return self.allowed
 
 
 class DecisionSink(Protocol):
@@ -90,29 +80,21 @@ class Principal:
         return any(granted.covers(wanted) for granted in self._wildcards)
 
     def owns(self, owner_id: str) -> bool:
-        return owner_id == self.subject
+        return decisions.owns(self, owner_id)
 
     def owns_or_can(self, owner_id: str, permission: str) -> bool:
         """The usual ownership rule: the owner, or whoever holds ``permission`` (e.g. ``...:read-any``)."""
-        return self.owns(owner_id) or self.can(permission)
+        return decisions.owns_or_can(self, owner_id, permission)
 
     def check(self, permission: str) -> Decision:
-        if self.can(permission):
-            return Decision(True, permission, f"holds {permission}")
-        return Decision(False, permission, self._missing(permission))
+        return decisions.check(self, permission)
 
     def check_owner(self, owner_id: str, unless: str | None = None) -> Decision:
-        if self.owns(owner_id):
-            return Decision(True, None, "owner of the resource")
-        if unless is None:
-            return Decision(False, None, "not the owner of the resource")
-        if self.can(unless):
-            return Decision(True, unless, f"holds {unless}")
-        return Decision(False, unless, "not the owner of the resource and " + self._missing(unless))
+        return decisions.check_owner(self, owner_id, unless)
 
     def require(self, permission: str) -> None:
         """Raise ``InsufficientScopeError`` (with its reason) unless ``can(permission)``."""
-        self._enforce(self.check(permission))
+        self._enforce(decisions.check(self, permission))
 
     def require_all(self, permissions: Iterable[str]) -> None:
         for permission in permissions:
@@ -120,19 +102,13 @@ class Principal:
 
     def require_owner(self, owner_id: str, unless: str | None = None) -> None:
         """Raise ``InsufficientScopeError`` unless the principal owns the resource or holds ``unless``."""
-        self._enforce(self.check_owner(owner_id, unless))
+        self._enforce(decisions.check_owner(self, owner_id, unless))
 
     def _enforce(self, decision: Decision) -> None:
         if self.on_decision is not None:
             self.on_decision(self, decision)
         if not decision.allowed:
             raise InsufficientScopeError(decision.reason)
-
-    def _missing(self, permission: str) -> str:
-        action = permission.rsplit(":", 1)[-1]
-        actor = self.actor
-        who = f"acting service {actor.name}" if actor else f"{self.subject} (client {self.client_id})"
-        return f"missing {permission}; {who} may not {action}"
 
 
 @functools.lru_cache(maxsize=1024)

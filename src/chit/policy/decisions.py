@@ -1,0 +1,75 @@
+"""Decisions with their reasons: ``Decision``, and the permission and ownership checks that produce one.
+
+Ownership is by stable id: whoever asks owns a resource when the resource's owner id is its subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one authorization question, with the reason it can be logged and tested by."""
+
+    allowed: bool
+    permission: str | None
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class Asker(Protocol):
+    """What a decision needs to know of whoever asks (a ``chit.policy.principals.Principal``)."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def actor(self) -> Named | None: ...
+
+    def can(self, permission: str) -> bool: ...
+
+
+def owns(asker: Asker, owner_id: str) -> bool:
+    return owner_id == asker.subject
+
+
+def owns_or_can(asker: Asker, owner_id: str, permission: str) -> bool:
+    """The usual ownership rule: the owner, or whoever holds ``permission`` (e.g. ``...:read-any``)."""
+    return owns(asker, owner_id) or asker.can(permission)
+
+
+def check(asker: Asker, permission: str) -> Decision:
+    if asker.can(permission):
+        return Decision(True, permission, f"holds {permission}")
+    return Decision(False, permission, missing(asker, permission))
+
+
+def check_owner(asker: Asker, owner_id: str, unless: str | None = None) -> Decision:
+    """Allowed to the owner, or to whoever holds ``unless`` when it is given."""
+    if owns(asker, owner_id):
+        return Decision(True, None, "owner of the resource")
+    if unless is None:
+        return Decision(False, None, "not the owner of the resource")
+    if asker.can(unless):
+        return Decision(True, unless, f"holds {unless}")
+    return Decision(False, unless, "not the owner of the resource and " + missing(asker, unless))
+
+
+def missing(asker: Asker, permission: str) -> str:
+    """The reason a denial gives: the permission, and who (the acting service when one acts) lacks it."""
+    action = permission.rsplit(":", 1)[-1]
+    actor = asker.actor
+    who = f"acting service {actor.name}" if actor else f"{asker.subject} (client {asker.client_id})"
+    return f"missing {permission}; {who} may not {action}"

@@ -1,0 +1,157 @@
+"""The one place on the auth server that revokes anything.
+
+An access token revoked at the revocation endpoint (RFC 7009), a session revoked by its owner or an
+administrator, a refresh-token family whose used token came back (RFC 9700 §4.14.2), an API key, a
+user disabled: each goes through ``Revocations``, which writes it through the store (one transaction,
+committed before anyone is answered), records its audit event, and then hands it to ``_published``,
+where the revocation feed (DESIGN §4, "Revocation feed") will publish it to every service. Revoking
+what was revoked already writes, records and publishes nothing, and says so (``False``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chit.errors import NotFoundError
+from chit.revocation.base import RevocationKind
+from chit.server.audit import FAILURE, SUCCESS, AuditEvent
+from chit.storage.records import User
+
+if TYPE_CHECKING:
+    from chit.server.authserver import AuthServer
+
+REVOKED = "revoked"  # a session's ``revoked_reason``: its owner, its client or an administrator revoked it
+REUSE = "reuse"  # a used refresh token of the session came back
+REVOCATION_ENDPOINT = "revocation endpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """A client at a protocol endpoint: its events name what was revoked in ``token_id``, as every
+    OAuth event does, and the endpoint in ``detail.via``."""
+
+    client_id: str
+    source: str | None = None
+    request_id: str | None = None
+    via: str | None = None
+
+
+class Administrator(Protocol):
+    """The caller of an administrative operation (``chit.server.administration``): its events name
+    it among the actors, and what was revoked in ``detail``, as every admin event does."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def client_id(self) -> str | None: ...
+
+    @property
+    def source(self) -> str | None: ...
+
+    @property
+    def request_id(self) -> str | None: ...
+
+
+Requester = ClientRequest | Administrator
+
+
+class Revocations:
+    def __init__(self, server: AuthServer) -> None:
+        self.server = server
+
+    def revoke_access_token(self, jti: str, *, expires_at: int, subject: str, by: Requester) -> bool:
+        """Revoke one access token (``expires_at``: its ``exp``); False if it was revoked already."""
+        if not self.server.store.revoke_access_token(jti, expires_at=expires_at, now=self.server.now()):
+            return False  # one insert decides: of concurrent revocations, one is recorded and published
+        self._record("token.revoked", by, subject=subject, token_id=jti, jti=jti)
+        self._published("token", jti, expires=expires_at)
+        return True
+
+    def revoke_session(self, session_id: str, *, subject: str, by: Requester, reason: str = REVOKED) -> bool:
+        """Revoke a refresh-token family and every access token issued from it (their ``sid``); False
+        if it was revoked already. ``reason`` ``REUSE`` records the reuse detection (a failure), even
+        when a concurrent request revoked the family first: each presentation of a used token is one."""
+        now = self.server.now()
+        revoked = self.server.store.revoke_family(session_id, now=now, reason=reason)
+        if reason == REUSE:
+            self._record("refresh.reuse_detected", by, subject=subject, token_id=session_id, outcome=FAILURE)
+        elif revoked:
+            self._record("session.revoked", by, subject=subject, token_id=session_id, session=session_id)
+        if revoked:
+            self._published("session", session_id, expires=self._last_expiry(now))
+        return revoked
+
+    def revoke_api_key(self, key_id: str, *, subject: str, by: Requester) -> bool:
+        """Revoke an API key and every access token exchanged from it (their ``sid``); False if it was
+        revoked already. ``subject`` is the key's owner; an unknown key is ``NotFoundError``."""
+        now = self.server.now()
+        if not self.server.store.revoke_api_key(key_id, now):
+            return False
+        self._record("api_key.revoked", by, subject=subject, token_id=key_id, key_id=key_id)
+        self._published("session", key_id, expires=self._last_expiry(now))
+        return True
+
+    def set_user_disabled(self, username: str, disabled: bool, *, by: Requester) -> tuple[User, bool]:
+        """Disable a user, revoking everything issued to them until now (``revoked_before``: enabling
+        again revives none of it), or enable them. Returns the user and whether this changed them:
+        disabling a disabled user (or enabling an enabled one) writes, records and publishes nothing."""
+        store = self.server.store
+        user = store.user_by_username(username)
+        if user is None:
+            raise NotFoundError(f"no user {username!r}")
+        if user.disabled == disabled:
+            return user, False
+        user = store.set_user_disabled(username, disabled, self.server.now())
+        self._record(
+            "user.disabled" if disabled else "user.enabled", by, subject=user.id, token_id=None, username=user.username
+        )
+        if disabled:
+            not_before = user.revoked_before
+            self._published("subject", user.id, not_before=not_before, expires=self._last_expiry(not_before))
+        return user, True
+
+    def _last_expiry(self, issued_before: int) -> int:
+        """When the last access token issued before ``issued_before`` expires."""
+        return issued_before + self.server.settings.access_token_ttl
+
+    def _record(
+        self, type: str, by: Requester, *, subject: str, token_id: str | None, outcome: str = SUCCESS, **named: Any
+    ) -> None:
+        """Record the revocation's audit event (``named``: what the event names in an admin's detail)."""
+        if isinstance(by, ClientRequest):
+            event = AuditEvent(
+                type,
+                outcome,
+                client_id=by.client_id,
+                subject=subject,
+                token_id=token_id,
+                source=by.source,
+                request_id=by.request_id,
+                detail={} if by.via is None else {"via": by.via},
+            )
+        else:
+            event = AuditEvent(
+                type,
+                outcome,
+                client_id=by.client_id,
+                subject=subject,
+                actors=(by.subject,),
+                source=by.source,
+                request_id=by.request_id,
+                detail=named,
+            )
+        self.server.audit.record(event)
+
+    def _published(self, kind: RevocationKind, value: str, *, expires: int, not_before: int | None = None) -> None:
+        """Where a revocation leaves the auth server for the services; nothing yet.
+
+        Called once for each new revocation, after the store committed it and its audit event was
+        recorded; never for what was revoked already. The revocation feed (issue 17; DESIGN §4,
+        "Revocation feed") hooks in here: ``kind`` and ``value`` are the feed event's (``token``: a
+        ``jti``; ``session``: a refresh-token family ``rtf_…`` or an API key ``key_…``; ``subject``: a
+        user id, with ``not_before``), ``expires`` is when the last token it concerns expires, after
+        which services may forget it. The feed will give the event its id and keep it, so that a service
+        catching up by cursor finds it, and with ``--redis-url`` publish it on Redis.
+        """

@@ -1,0 +1,1 @@
+"""The SQLAlchemy implementation of chit's storage: one module per aggregate, combined in ``Store``."""

@@ -1,0 +1,95 @@
+"""The connection every aggregate shares: engines, transactions, bounded lock waits.
+
+Every public method of a store is one transaction: it either happens whole or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
+
+from chit.errors import DatabaseBusyError
+from chit.storage.engine import create_database_engine, is_lock_error
+
+
+def _split(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(text.split())
+
+
+def _join(values: Iterable[str]) -> str:
+    return " ".join(sorted(values))
+
+
+def insert_ignoring_duplicates(conn: Connection, table: Table, values: dict[str, Any], keys: list[str]) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING (both dialects); the number of rows inserted (0 or 1)."""
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    # RETURNING, not rowcount: psycopg reports -1 for this statement
+    return 0 if conn.execute(statement.returning(table.c[keys[0]])).first() is None else 1
+
+
+def _raise_if_busy(exc: BaseException) -> None:
+    """A lock another session held too long becomes ``DatabaseBusyError`` (503 and retry, not 500)."""
+    if is_lock_error(exc):
+        raise DatabaseBusyError() from exc
+
+
+class Connected:
+    """Engines and transactions; waiting for a lock another session holds is bounded: by the engine's
+    timeout in a thread, and not at all on an event loop's thread (see ``_engine_here``); past it,
+    ``DatabaseBusyError``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._nowait_engine: Engine | None = None  # SQLite on an event loop: busy_timeout 0, opened on first use
+
+    def limit_lock_waits(self, timeout_ms: int) -> None:
+        """For a server: wait at most ``timeout_ms`` for another session's lock, so that a request
+        answers 503 within its client's patience; the engine's default is an operator's long wait."""
+        previous = self.engine
+        self.engine = create_database_engine(previous.url, lock_timeout_ms=timeout_ms)
+        previous.dispose()
+
+    def _engine_here(self) -> Engine:
+        """On an event loop's thread, SQLite's engine that never waits for a lock.
+
+        A wait there would stall every request of that loop, JWKS and health checks included, for as
+        long as another process holds the lock; instead the caller gets ``DatabaseBusyError`` at once
+        and can redo the work in a thread, where waiting costs only that request.
+        """
+        if self._sqlite and asyncio._get_running_loop() is not None:
+            engine = self._nowait_engine
+            if engine is None:
+                engine = self._nowait_engine = create_database_engine(self.engine.url, lock_timeout_ms=0, pool_size=2)
+            return engine
+        return self.engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine_here().connect() as conn:
+                conn.execution_options(chit_read=True)
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            _raise_if_busy(exc)
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._engine_here().connect() as conn:
+                conn.execution_options(chit_write=True)
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            _raise_if_busy(exc)
+            raise

@@ -1,0 +1,23 @@
+"""Revoked access tokens (RFC 7009), kept until they would have expired."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from chit.storage import tables as t
+from chit.storage.sql.connection import Connected, insert_ignoring_duplicates
+
+
+class RevokedTokens(Connected):
+    def revoke_access_token(self, jti: str, *, expires_at: int, now: int) -> bool:
+        """Revoke ``jti``; False when it was revoked already."""
+        with self._write() as conn:
+            added = insert_ignoring_duplicates(
+                conn, t.revoked_tokens, {"jti": jti, "expires_at": expires_at, "revoked_at": now}, ["jti"]
+            )
+            conn.execute(delete(t.revoked_tokens).where(t.revoked_tokens.c.expires_at < now - 3600))
+        return added == 1
+
+    def is_access_token_revoked(self, jti: str) -> bool:
+        with self._read() as conn:
+            return conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is not None

@@ -1,0 +1,205 @@
+"""Services and roles: the registry of manifests, their permissions and their roles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from chit.errors import ConflictError, NotFoundError, RefusedError
+from chit.policy.manifest import Manifest
+from chit.storage import tables as t
+from chit.storage.records import (
+    Registration,
+    ServiceRecord,
+    new_id,
+)
+from chit.storage.sql.connection import _join
+from chit.storage.sql.grants import Grants
+
+
+class Services(Grants):
+    def service(self, service_id: str) -> ServiceRecord | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.services).where(t.services.c.id == service_id)).first()
+        if row is None:
+            return None
+        return ServiceRecord(
+            row.id,
+            row.description,
+            row.manifest,
+            frozenset(row.on_behalf.split()),
+            frozenset(row.deferred.split()),
+            row.registered_at,
+            row.updated_at,
+        )
+
+    def services(self) -> list[ServiceRecord]:
+        with self._read() as conn:
+            ids = list(conn.scalars(select(t.services.c.id).order_by(t.services.c.id)))
+        return [s for s in (self.service(i) for i in ids) if s is not None]
+
+    def defined_permissions(self) -> dict[str, str]:
+        """Every permission a registered service defines, with its description."""
+        with self._read() as conn:
+            return {r.name: r.description for r in conn.execute(select(t.permissions))}
+
+    def register_service(
+        self, manifest: Manifest, *, admin_role: tuple[str, str], secret_hash: str, now: int
+    ) -> Registration:
+        """Create or update a service from its manifest; refuse to drop what is still granted.
+
+        ``admin_role`` is (role name, permission) of the service's admin role, kept across updates.
+        """
+        try:
+            with self._write() as conn:
+                return self._register(conn, manifest, admin_role, secret_hash, now)
+        except IntegrityError as exc:
+            raise ConflictError(f"service {manifest.id!r} is being registered concurrently; retry") from exc
+
+    def _register(
+        self, conn: Connection, manifest: Manifest, admin_role: tuple[str, str], secret_hash: str, now: int
+    ) -> Registration:
+        service_id, canonical, permissions, roles = (
+            manifest.id,
+            manifest.canonical(),
+            manifest.permissions,
+            manifest.roles,
+        )
+        existing = conn.execute(select(t.services).where(t.services.c.id == service_id)).first()
+        client = conn.execute(select(t.clients).where(t.clients.c.client_id == service_id)).first()
+        if existing is None and client is not None:
+            raise ConflictError(f"client id {service_id!r} is taken by a client that is not this service's")
+        if existing is not None and existing.manifest == canonical and client is not None:
+            return Registration(created=False, changed=False, client_created=False)
+
+        old_permissions = set(
+            conn.scalars(select(t.permissions.c.name).where(t.permissions.c.service_id == service_id))
+        )
+        old_roles = set(conn.scalars(select(t.roles.c.name).where(t.roles.c.service_id == service_id)))
+        dropped_permissions = old_permissions - set(permissions)
+        dropped_roles = old_roles - set(roles) - {admin_role[0]}
+        holders = self._holders(conn, dropped_permissions, dropped_roles)
+        if holders:
+            raise RefusedError("still granted, revoke first: " + "; ".join(holders))
+
+        if existing is None:
+            conn.execute(
+                insert(t.services).values(
+                    id=service_id,
+                    description=manifest.description,
+                    manifest=canonical,
+                    on_behalf=_join(manifest.on_behalf),
+                    deferred=_join(manifest.deferred),
+                    registered_at=now,
+                    updated_at=now,
+                )
+            )
+        else:
+            conn.execute(
+                update(t.services)
+                .where(t.services.c.id == service_id)
+                .values(
+                    description=manifest.description,
+                    manifest=canonical,
+                    on_behalf=_join(manifest.on_behalf),
+                    deferred=_join(manifest.deferred),
+                    updated_at=now,
+                )
+            )
+        conn.execute(delete(t.permissions).where(t.permissions.c.service_id == service_id))
+        if permissions:
+            conn.execute(
+                insert(t.permissions),
+                [{"name": n, "service_id": service_id, "description": d} for n, d in sorted(permissions.items())],
+            )
+        if dropped_roles:
+            conn.execute(delete(t.roles).where(t.roles.c.name.in_(dropped_roles)))
+        for role, members in {**roles, admin_role[0]: (admin_role[1],)}.items():
+            owner = conn.execute(select(t.roles.c.service_id).where(t.roles.c.name == role)).first()
+            if owner is None:
+                conn.execute(insert(t.roles).values(name=role, description="", created_at=now, service_id=service_id))
+            elif owner.service_id != service_id:
+                raise ConflictError(f"role {role!r} already exists and does not belong to {service_id!r}")
+            conn.execute(delete(t.role_permissions).where(t.role_permissions.c.role == role))
+            conn.execute(insert(t.role_permissions), [{"role": role, "permission": p} for p in sorted(set(members))])
+        client_created = client is None
+        if client is None:
+            conn.execute(
+                insert(t.clients).values(
+                    id=new_id("cli_"),
+                    client_id=service_id,
+                    secret_hash=secret_hash,
+                    public=False,
+                    grant_types="client_credentials",
+                    scope=_join(manifest.needs),
+                    disabled=False,
+                    created_at=now,
+                )
+            )
+        else:
+            conn.execute(
+                update(t.clients).where(t.clients.c.client_id == service_id).values(scope=_join(manifest.needs))
+            )
+        return Registration(created=existing is None, changed=True, client_created=client_created)
+
+    def _holders(self, conn: Connection, permissions: set[str], roles: set[str]) -> list[str]:
+        """Grants that hold any of ``permissions`` or ``roles``, described for an error message."""
+        found: list[str] = []
+        if permissions:
+            rows = conn.execute(
+                select(t.role_permissions.c.permission, t.grants.c.role, t.grants.c.principal_id)
+                .join(t.grants, t.grants.c.role == t.role_permissions.c.role)
+                .where(t.role_permissions.c.permission.in_(permissions))
+            )
+            found += [
+                f"{r.permission} via role {r.role} granted to {self._describe(conn, r.principal_id)}" for r in rows
+            ]
+            for client in conn.execute(select(t.clients.c.client_id, t.clients.c.scope)):
+                for name in set((client.scope or "").split()) & permissions:
+                    found.append(f"{name} in the scope of client {client.client_id}")
+        if roles:
+            rows = conn.execute(select(t.grants.c.role, t.grants.c.principal_id).where(t.grants.c.role.in_(roles)))
+            found += [f"role {r.role} granted to {self._describe(conn, r.principal_id)}" for r in rows]
+        return sorted(found)
+
+    def create_role(self, name: str, permissions: Iterable[str], now: int, description: str = "") -> None:
+        try:
+            with self._write() as conn:
+                if conn.scalar(select(t.roles.c.name).where(t.roles.c.name == name)):
+                    raise ConflictError(f"role {name!r} already exists")
+                conn.execute(insert(t.roles).values(name=name, description=description, created_at=now))
+                rows = [{"role": name, "permission": p} for p in sorted(set(permissions))]
+                if rows:
+                    conn.execute(insert(t.role_permissions), rows)
+        except IntegrityError as exc:
+            raise ConflictError(f"role {name!r} already exists") from exc
+
+    def role_exists(self, name: str) -> bool:
+        with self._read() as conn:
+            return conn.scalar(select(t.roles.c.name).where(t.roles.c.name == name)) is not None
+
+    def role_permissions(self, role: str) -> frozenset[str]:
+        with self._read() as conn:
+            if conn.scalar(select(t.roles.c.name).where(t.roles.c.name == role)) is None:
+                raise NotFoundError(f"no role {role!r}")
+            return frozenset(
+                conn.scalars(select(t.role_permissions.c.permission).where(t.role_permissions.c.role == role))
+            )
+
+    def roles(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            perms: dict[str, list[str]] = {}
+            for r in conn.execute(select(t.role_permissions).order_by(t.role_permissions.c.permission)):
+                perms.setdefault(r.role, []).append(r.permission)
+            return [
+                {
+                    "name": r.name,
+                    "service": r.service_id,
+                    "description": r.description,
+                    "permissions": perms.get(r.name, []),
+                }
+                for r in conn.execute(select(t.roles).order_by(t.roles.c.name))
+            ]
