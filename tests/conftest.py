@@ -1,7 +1,13 @@
-"""Fixtures: a real ``chit serve`` over HTTP on a fresh SQLite data directory, and PostgreSQL.
+"""Fixtures shared by every test: real ``chit serve`` processes over HTTP, and the databases.
+
+- ``server``: a fresh auth server for one test; ``module_server``: starts the servers a test module
+  shares (each on a fresh data directory, with its services registered) and stops them all after it.
+- ``database_url``, ``engine``, ``store``: parametrized over SQLite and PostgreSQL, a fresh database
+  on each; ``postgres_url``: a private PostgreSQL schema.
 
 In CI (``CI=true``) a missing PostgreSQL fails the tests that need it; elsewhere they skip with a
-message that says how to start it.
+message that says how to start it. The SDK's fixtures (a clock, an in-process issuer) are in
+``tests/sdk/conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import IN_CI, POSTGRES_URL, ChitServer, free_port
+from helpers import IN_CI, POSTGRES_URL, ChitServer, ModuleServers, free_port
+from sqlalchemy import Engine
+
+from chit.storage.engine import create_database_engine, migrate, sqlite_url
+from chit.storage.sql.store import Store
+
+# --- servers ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -26,6 +38,20 @@ def server(tmp_path: Path) -> Iterator[ChitServer]:
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleServers]:
+    """Start the servers a test module shares: ``module_server("name", env=..., manifests=...)``;
+    the module's own setup (users, roles, grants) stays in the module's fixture."""
+    servers = ModuleServers(tmp_path_factory)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+# --- databases -------------------------------------------------------------------------------------
 
 
 def postgres_available() -> bool:
@@ -56,3 +82,29 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=root", autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend: a SQLite file in ``tmp_path``, a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on ``database_url``, not migrated; disposed of afterwards."""
+    engine = create_database_engine(database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> Store:
+    """The SQLAlchemy store on a migrated database, on SQLite and on PostgreSQL."""
+    migrate(engine)
+    return Store(engine)

@@ -1,4 +1,5 @@
-"""Helpers that start the real thing: a ``chit serve`` process over HTTP, SQLite files, PostgreSQL.
+"""Helpers that start the real thing: ``chit serve`` processes over HTTP (one, or the ones a test module
+shares), the CLI in-process, SQLite files, PostgreSQL.
 
 In CI (``CI=true``) a missing PostgreSQL fails the tests that need it; elsewhere they skip with a
 message that says how to start it.
@@ -11,17 +12,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from chit.cli.main import app as cli_app
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository: README.md, examples/, pyproject.toml
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ADMIN_PASSWORD = "admin-password-for-tests"
 POSTGRES_URL = os.environ.get("CHIT_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
@@ -149,3 +153,60 @@ def register_services(server: ChitServer, directory: Path, services: dict[str, l
         manifest = directory / f"{service_id}.toml"
         manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
         server.cli_ok("service", "register", str(manifest))
+
+
+class ServerOptions(TypedDict, total=False):
+    """How one of a module's servers is started and what is registered on it once it runs."""
+
+    env: Mapping[str, str]  # CHIT_* settings for the process
+    serve_args: Sequence[str]  # more ``chit serve`` arguments
+    port: int  # when the serve arguments must name it; a free port otherwise
+    manifests: Iterable[Path | str]  # registered in order: a manifest file, or manifest text
+    services: Mapping[str, list[str]]  # registered as ``register_services`` does
+
+
+class ModuleServers:
+    """Starts the ``chit serve`` processes of one test module; each runs on a fresh SQLite data
+    directory ``<name>/data`` (``<name>/<key>/data`` when several start together). Every server it
+    started is stopped when the module is done, whatever happened."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.started: list[ChitServer] = []
+
+    def __call__(self, name: str, **options: Unpack[ServerOptions]) -> ChitServer:
+        """One server, started, with its ``manifests`` and ``services`` registered."""
+        return self.together(name, {"": options})[""]
+
+    def together(self, name: str, servers: Mapping[str, ServerOptions]) -> dict[str, ChitServer]:
+        """Several servers, started side by side, each with its own ``manifests`` and ``services``."""
+        root = self.tmp_path_factory.mktemp(name)
+        started = {
+            key: ChitServer(
+                root / key / "data", options.get("port") or free_port(), extra_env=dict(options.get("env", {}))
+            )
+            for key, options in servers.items()
+        }
+        self.started.extend(started.values())
+        with ThreadPoolExecutor(len(started)) as pool:
+            starting = [pool.submit(chit.start, *servers[key].get("serve_args", ())) for key, chit in started.items()]
+            for future in starting:
+                future.result()
+        for key, chit in started.items():
+            register_manifests(chit, root / key, servers[key])
+        return started
+
+    def stop(self) -> None:
+        for chit in self.started:
+            chit.stop()
+
+
+def register_manifests(chit: ChitServer, directory: Path, options: ServerOptions) -> None:
+    for index, manifest in enumerate(options.get("manifests", ()), start=1):
+        if isinstance(manifest, str):  # the text of a manifest: written next to the data directory
+            path = directory / f"manifest-{index}.toml"
+            path.write_text(manifest, encoding="utf-8")
+            manifest = path
+        chit.cli_ok("service", "register", str(manifest))
+    if "services" in options:
+        register_services(chit, directory, options["services"])

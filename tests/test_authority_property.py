@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, ChitServer, free_port, register_services
+from helpers import ADMIN_PASSWORD, ChitServer, ModuleServers
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -126,37 +126,31 @@ def permission_options(permissions: Iterable[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    root = tmp_path_factory.mktemp("authority")
-    chit = ChitServer(root / "data", free_port())
-    chit.start()
-    try:
-        register_services(chit, root, SERVICES)
-        chit.cli_ok("role", "create", "everything-of-services", *permission_options(f"{s}:*:*" for s in SERVICES))
-        chit.cli_ok("grant", "user:admin", "everything-of-services")
-        chit.cli_ok("role", "create", "edge", "--permission", "chit:api-keys:exchange")
-        secret = chit.add_client("gateway", "--grant", TOKEN_EXCHANGE)["client_secret"]
-        chit.cli_ok("grant", "client:gateway", "edge")
-        login = httpx.post(
-            chit.token_url,
-            data={"grant_type": "password", "client_id": "chit-cli", "username": "admin", "password": ADMIN_PASSWORD},
-            timeout=30,
-        )
-        assert login.status_code == 200, login.text
-        roles = {
-            "chit:super-admin": ["chit:*:*"],
-            "chit:service-admin.image-store": ["chit:service.image-store:admin"],
-            "image-store:reader": ["image-store:images:read"],
-            "payment:payer": ["payment:charges:create", "payment:charges:read"],
-        }
-        for name, perms in roles.items():
-            if not name.startswith("chit:"):
-                chit.cli_ok("role", "create", name.replace(":", "-"), *permission_options(perms))
-        roles = {(n if n.startswith("chit:") else n.replace(":", "-")): p for n, p in roles.items()}
-        chit.add_user("target", "target-password")
-        yield World(chit, login.json()["access_token"], ("gateway", secret), roles)
-    finally:
-        chit.stop()
+def world(module_server: ModuleServers) -> World:
+    chit = module_server("authority", services=SERVICES)
+    chit.cli_ok("role", "create", "everything-of-services", *permission_options(f"{s}:*:*" for s in SERVICES))
+    chit.cli_ok("grant", "user:admin", "everything-of-services")
+    chit.cli_ok("role", "create", "edge", "--permission", "chit:api-keys:exchange")
+    secret = chit.add_client("gateway", "--grant", TOKEN_EXCHANGE)["client_secret"]
+    chit.cli_ok("grant", "client:gateway", "edge")
+    login = httpx.post(
+        chit.token_url,
+        data={"grant_type": "password", "client_id": "chit-cli", "username": "admin", "password": ADMIN_PASSWORD},
+        timeout=30,
+    )
+    assert login.status_code == 200, login.text
+    roles = {
+        "chit:super-admin": ["chit:*:*"],
+        "chit:service-admin.image-store": ["chit:service.image-store:admin"],
+        "image-store:reader": ["image-store:images:read"],
+        "payment:payer": ["payment:charges:create", "payment:charges:read"],
+    }
+    for name, perms in roles.items():
+        if not name.startswith("chit:"):
+            chit.cli_ok("role", "create", name.replace(":", "-"), *permission_options(perms))
+    roles = {(n if n.startswith("chit:") else n.replace(":", "-")): p for n, p in roles.items()}
+    chit.add_user("target", "target-password")
+    return World(chit, login.json()["access_token"], ("gateway", secret), roles)
 
 
 def unique(prefix: str) -> str:

@@ -12,34 +12,26 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
-from helpers import ChitServer, free_port
+from helpers import ROOT, ChitServer, ModuleServers
 
-ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "examples" / "photos"
 PASSWORD = "photo-password-1"
 
 
 @pytest.fixture(scope="module")
-def chit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChitServer]:
-    server = ChitServer(tmp_path_factory.mktemp("photos") / "data", free_port())
-    server.start()
-    try:
-        server.cli_ok("service", "register", str(PHOTOS / "image-store.toml"))
-        tagging = server.cli_ok("service", "register", str(PHOTOS / "tagging.toml"), "--json").json()
-        server.tagging_secret = tagging["client_secret"]  # type: ignore[attr-defined]
-        server.add_user("alice", PASSWORD, "--role", "image-store:owner")
-        server.add_user("bob", PASSWORD, "--role", "image-store:owner")
-        server.add_user("carol", PASSWORD, "--role", "image-store:viewer")
-        yield server
-    finally:
-        server.stop()
+def chit(module_server: ModuleServers) -> ChitServer:
+    server = module_server("photos", manifests=[PHOTOS / "image-store.toml"])
+    tagging = server.cli_ok("service", "register", str(PHOTOS / "tagging.toml"), "--json").json()
+    server.tagging_secret = tagging["client_secret"]  # type: ignore[attr-defined]
+    server.add_user("alice", PASSWORD, "--role", "image-store:owner")
+    server.add_user("bob", PASSWORD, "--role", "image-store:owner")
+    server.add_user("carol", PASSWORD, "--role", "image-store:viewer")
+    return server
 
 
 def load_example(name: str, chit: ChitServer) -> ModuleType:

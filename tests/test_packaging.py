@@ -17,12 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import ChitServer, register_services
+from helpers import ROOT, ChitServer, register_services
 
 pytestmark = pytest.mark.packaging
 Completed = subprocess.CompletedProcess[str]
 
-ROOT = Path(__file__).resolve().parent.parent
 # distribution names (as `pip list` spells them, normalised) and import names of the server's dependencies
 SERVER_DISTRIBUTIONS = {
     "alembic",

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import httpx
-from helpers import free_port
+from helpers import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 INSTALL = 'python3 -m venv .venv && .venv/bin/pip install ".[server]" && '
 
 

@@ -14,16 +14,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, ChitServer, free_port
+from helpers import ADMIN_PASSWORD, ROOT, ChitServer, ModuleServers
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 API_KEY_TYPE = "urn:chit:token-type:api-key"
 INACTIVE = {"active": False}
@@ -207,19 +204,13 @@ def same_but_for_the_id(real: httpx.Response, real_id: str, made_up: httpx.Respo
 
 
 @pytest.fixture(scope="module")
-def chit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChitServer]:
-    root = tmp_path_factory.mktemp("security-findings")
-    server = ChitServer(root / "data", free_port())
-    server.start()
-    try:
-        (root / "payment.toml").write_text(PAYMENT, encoding="utf-8")
-        for path in (ROOT / "examples/photos/image-store.toml", ROOT / "examples/photos/tagging.toml"):
-            server.cli_ok("service", "register", str(path))
-        server.cli_ok("service", "register", str(root / "payment.toml"))
-        server.cli_ok("role", "create", "edge", "--permission", "chit:api-keys:exchange")
-        yield server
-    finally:
-        server.stop()
+def chit(module_server: ModuleServers) -> ChitServer:
+    photos = ROOT / "examples" / "photos"
+    server = module_server(
+        "security-findings", manifests=[photos / "image-store.toml", photos / "tagging.toml", PAYMENT]
+    )
+    server.cli_ok("role", "create", "edge", "--permission", "chit:api-keys:exchange")
+    return server
 
 
 @pytest.fixture(scope="module")
