@@ -1,8 +1,8 @@
 """Every shell snippet of the README runs, in order, against a server started as the README says.
 
 The install step (`python3 -m venv .venv && .venv/bin/pip install ".[server]"`) is what ``scripts/test`` has
-just done for this test run, so here `.venv` points at the environment running the tests; the test
-command itself is checked to be the one ``.ci/run`` runs.
+just done for this test run (in `.venv-test`), so here `.venv` points at the environment running the
+tests; the test command itself is checked to be the one ``.ci/run`` runs.
 """
 
 from __future__ import annotations

@@ -279,3 +279,16 @@ def test_canonical_differs_when_the_meaning_differs(old: str, new: str) -> None:
     changed = DESIGN_EXAMPLE.replace(old, new, 1)
     assert changed != DESIGN_EXAMPLE
     assert parse_manifest(changed).canonical() != parse_manifest(DESIGN_EXAMPLE).canonical()
+
+
+@pytest.mark.parametrize(
+    "header",
+    ['[role]\nviewer = ["images:read"]', '[role.viewer]\npermissions = ["images:read"]', "[[role]]\nx = 1"],
+)
+def test_a_misspelt_section_names_its_line_and_the_closest_section(header: str) -> None:
+    error = refused(f'id = "svc"\n\n[permissions]\n"images:read" = "Read"\n\n{header}\n')
+    assert_points_at(error, "svc.toml", 6, "role")
+    assert str(error) == (
+        "svc.toml:6: role: unknown key; did you mean roles?"
+        " a manifest has id, description, permissions, roles, needs, on_behalf"
+    )

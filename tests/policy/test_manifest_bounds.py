@@ -328,7 +328,7 @@ def test_a_permission_name_is_at_most_194_characters() -> None:
         ),
         (
             'id = "svc"\n[[needs.permissions]]\nx = 1\n',
-            "svc.toml: needs.permissions: expected a list of permission names, found table in it",
+            "svc.toml:2: needs.permissions: expected a list of permission names, found table in it",
         ),
         (
             'id = "svc"\n[on_behalf]\npermissions = [["other:a:read"]]\n',

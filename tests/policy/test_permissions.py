@@ -305,3 +305,61 @@ def test_covers_all_returns_exactly_the_uncovered(held: frozenset[Permission], w
     missing = covers_all(held, wanted)
     assert missing == sorted(missing)
     assert set(missing) == {w for w in wanted if not is_covered(w, held)}
+
+
+# chit's own permissions: a fixed set, checked like a service's (chit.policy.administration) ------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "chit:api-keys:exchange",
+        "chit:audit:read",
+        "chit:*:*",
+        "chit:users:*",
+        "chit:*:read",
+        "chit:*:admin",
+        "chit:service.image-store:admin",
+        "chit:service.image-store:*",
+    ],
+)
+def test_every_documented_chit_permission_and_wildcards_over_them_are_defined(text: str) -> None:
+    from chit.policy.administration import undefined
+
+    assert undefined([p(text)], [], ["image-store"]) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "chit:api-keys:exchnge",
+            "chit:api-keys:exchnge: no such chit permission; did you mean chit:api-keys:exchange?",
+        ),
+        ("chit:users:raed", "chit:users:raed: no such chit permission; did you mean chit:users:read?"),
+        ("chit:user:read", "chit:user:read: no such chit permission; did you mean chit:users:read?"),
+        (
+            "chit:service.imag-store:admin",
+            "chit:service.imag-store:admin: no registered service 'imag-store'; did you mean image-store?",
+        ),
+    ],
+)
+def test_an_unknown_chit_permission_is_undefined_with_the_closest_name(text: str, problem: str) -> None:
+    from chit.policy.administration import undefined
+
+    assert undefined([p(text)], [], ["image-store"]) == [problem]
+
+
+@pytest.mark.parametrize("text", ["chit:bogus:thing", "chit:bogus:*", "chit:*:frob"])
+def test_a_chit_permission_far_from_any_lists_chits_resources(text: str) -> None:
+    from chit.policy.administration import undefined
+
+    [problem] = undefined([p(text)], [], [])
+    assert problem.startswith(f"{text}: no such chit permission (chit:RESOURCE:ACTION, RESOURCE one of users, ")
+
+
+def test_chit_permissions_lists_the_documented_set_and_each_registered_services_admin() -> None:
+    from chit.policy.administration import CHIT_PERMISSIONS, chit_permissions
+
+    assert chit_permissions(["b", "a"]) == [*CHIT_PERMISSIONS, "chit:service.a:admin", "chit:service.b:admin"]
+    assert all(p(name).service == "chit" and "*" not in name for name in CHIT_PERMISSIONS)

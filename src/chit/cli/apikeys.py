@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
 from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, permission_option
+from chit.cli.tables import field, show
+from chit.server.administration import Administration
 from chit.storage.records import ApiKeyRecord
 
 app = typer.Typer(help="Manage API keys for bots.", no_args_is_help=True)
@@ -46,6 +49,21 @@ def create(
     emit(data, as_json, lambda d: f"Created API key {d['id']}\napi_key: {d['api_key']}\n(shown once)")
 
 
+def owner_names(admin: Administration) -> dict[str, str]:
+    """Principal ids to ``user:NAME`` / ``client:ID``."""
+    names = {u.id: f"user:{u.username}" for u in admin.server.store.users()}
+    names.update({c.id: f"client:{c.client_id}" for c in admin.server.store.clients()})
+    return names
+
+
+def status(key: Mapping[str, Any]) -> str:
+    if key["revoked_at"]:
+        return "REVOKED"
+    if key["expires_at"] and key["expires_at"] <= datetime.now(UTC).isoformat():
+        return "expired"
+    return "active"
+
+
 @app.command("list")
 def list_keys(
     owner: Annotated[str | None, typer.Option("--owner", help="Only this owner's keys.")] = None,
@@ -53,19 +71,19 @@ def list_keys(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """List API keys (never their secrets)."""
+    """List API keys with their owners (never their secrets)."""
     with administration(data_dir, database_url) as admin:
-        keys = [describe(k) for k in admin.list_api_keys(owner)]
-
-    def human(d: dict[str, Any]) -> str:
-        return "\n".join(
-            f"{k['id']}  owner {k['owner_id']}  {' '.join(k['scope'])}"
-            + ("  REVOKED" if k["revoked_at"] else "")
-            + (f"  expires {k['expires_at']}" if k["expires_at"] else "")
-            for k in d["api_keys"]
-        )
-
-    emit({"api_keys": keys}, as_json, human)
+        names = owner_names(admin)
+        keys = [{**describe(k), "owner": names.get(k.owner_id, k.owner_id)} for k in admin.list_api_keys(owner)]
+    columns = [
+        ("Key ID", field("id")),
+        ("Owner", field("owner")),
+        ("Scope", field("scope")),
+        ("Status", status),
+        ("Expires", field("expires_at")),
+        ("Last used", field("last_used_at")),
+    ]
+    show("api_keys", keys, columns, as_json=as_json, empty="no API keys")
 
 
 @app.command("revoke")

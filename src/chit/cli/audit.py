@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,6 +14,12 @@ from chit.server.audit import verify_chain
 from chit.storage.records import AuditRecord
 
 app = typer.Typer(help="Read and check the audit log.", no_args_is_help=True)
+
+HEAD_HASH = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def event_dict(record: AuditRecord) -> dict[str, Any]:
@@ -71,6 +78,15 @@ def verify(
 ) -> None:
     """Check the hash chain: exit 1 if any event was edited or deleted. Keep the printed head hash
     somewhere else; passing it back with --anchor later also catches deletion of the newest events."""
+    for given in anchor or ():
+        if not HEAD_HASH.match(given):
+            # a typo is not tampering: only a well-formed hash missing from the chain is
+            typer.echo(
+                f"chit: --anchor {given!r} is not a head hash: expected the 64 lowercase hex characters"
+                " that chit audit verify printed",
+                err=True,
+            )
+            raise typer.Exit(2)
     with open_server(data_dir, database_url) as server:
         report = verify_chain(server.store.iter_audit(), anchor or ())
     data = {
@@ -83,9 +99,13 @@ def verify(
     if not report.intact:
         for problem in report.problems:
             typer.echo(problem, err=True)
-        raise fail(f"the audit log was tampered with: {len(report.problems)} problems in {report.events} events")
+        found = f"{plural(len(report.problems), 'problem')} in {plural(report.events, 'event')}"
+        raise fail(f"the audit log was tampered with: {found}")
     emit(
         data,
         as_json,
-        lambda d: f"The audit log is intact: {d['events']} events\nhead: event {d['head_seq']}, hash {d['head_hash']}",
+        lambda d: (
+            f"The audit log is intact: {plural(d['events'], 'event')}\n"
+            f"head: event {d['head_seq']}, hash {d['head_hash']}"
+        ),
     )

@@ -1,4 +1,4 @@
-"""``chit client add``."""
+"""``chit client add`` / ``chit client list``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, permission_option
+from chit.cli.tables import field, show, when
 from chit.server.endpoints.token import KNOWN_GRANT_TYPES
 
 app = typer.Typer(help="Manage OAuth2 clients.", no_args_is_help=True)
@@ -65,3 +66,33 @@ def add(
             + ("" if public else f"\nclient_secret: {d['client_secret']}\n(shown once)")
         ),
     )
+
+
+@app.command("list")
+def list_clients(as_json: JsonFlag = False, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List clients (services' own clients among them), their grants, scope caps and roles; never secrets.
+    A scope of null (shown as "no cap") means the client does not cap its users' tokens."""
+    with administration(data_dir, database_url) as admin:
+        clients = [
+            {
+                "client_id": c.client_id,
+                "id": c.id,
+                "public": c.public,
+                "grant_types": sorted(c.grant_types),
+                "scope": None if c.scope is None else sorted(c.scope),
+                "roles": admin.server.store.roles_of(c.id),
+                "disabled": c.disabled,
+                "created_at": when(c.created_at),
+            }
+            for c in admin.clients()
+        ]
+    columns = [
+        ("Client ID", field("client_id")),
+        ("ID", field("id")),
+        ("Grants", field("grant_types")),
+        ("Scope", lambda c: "no cap" if c["scope"] is None else c["scope"]),
+        ("Roles", field("roles")),
+        ("Public", field("public")),
+        ("Disabled", field("disabled")),
+    ]
+    show("clients", clients, columns, as_json=as_json, empty="no clients")

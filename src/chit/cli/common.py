@@ -18,7 +18,7 @@ from chit.errors import ChitError, InvalidPermissionError
 from chit.policy.permissions import Permission
 from chit.server.administration import Administration, Caller
 from chit.server.authserver import AuthServer
-from chit.server.bootstrap import bootstrap
+from chit.server.bootstrap import bootstrap, require_installation
 from chit.server.config import Settings, build_settings
 
 DataDir = Annotated[
@@ -55,10 +55,11 @@ def settings_for(data_dir: Path | None, database_url: str | None) -> Settings:
 
 @contextmanager
 def open_server(data_dir: Path | None, database_url: str | None) -> Iterator[AuthServer]:
-    """The auth server's state for a command; the schema, keys and super admin exist afterwards."""
+    """The auth server's state for a command on an existing installation; a missing data directory or
+    database is refused in one line (only ``chit serve`` and ``chit init`` create one)."""
     with refusals():
         settings = settings_for(data_dir, database_url)
-        report_bootstrap(settings)
+        require_installation(settings)
         server = AuthServer(settings)
     try:
         with refusals():
@@ -75,6 +76,7 @@ def administration(data_dir: Path | None, database_url: str | None) -> Iterator[
 
 
 def report_bootstrap(settings: Settings) -> None:
+    """Create what is missing of the installation (``chit serve``, ``chit init``); say so when it was."""
     result = bootstrap(settings)
     if result.admin_password is not None:
         typer.echo(

@@ -1,18 +1,72 @@
-"""``chit serve``: bootstrap the data directory, then run the auth server on uvicorn."""
+"""``chit serve``: bootstrap the data directory, then run the auth server on uvicorn.
+
+On start it prints where it answers (issuer, discovery, docs), its data directory and how to stop
+it; it writes an access log on stderr (plain, or JSON lines with ``--log-format json``) and says
+goodbye when it stops.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 from datetime import timedelta
+from types import FrameType
 from typing import Annotated
 
 import typer
 import uvicorn
 
-from chit.cli.common import DatabaseUrl, DataDir, refusals, report_bootstrap
-from chit.server.config import DEFAULT_PORT, SETTINGS_ENV, build_settings
+from chit.cli.common import DatabaseUrl, DataDir, fail, refusals, report_bootstrap
+from chit.core.paths import OPENID_CONFIGURATION_PATH
+from chit.server.access_log import LOG_FORMATS, log_config
+from chit.server.config import DEFAULT_PORT, SETTINGS_ENV, Settings, build_settings
 from chit.server.limits import LimitedHttpToolsProtocol
 from chit.storage.keyfiles import KeyStore
+
+
+class _Stopped(Exception):
+    """SIGTERM/SIGINT after uvicorn shut down gracefully (it re-raises the signal it caught)."""
+
+
+def _stop(_sig: int, _frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+def check_log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+def banner(settings: Settings) -> str:
+    return "\n".join(
+        [
+            f"chit auth server at {settings.issuer}",
+            f"  discovery: {settings.issuer}{OPENID_CONFIGURATION_PATH}",
+            f"  API docs:  {settings.issuer}/docs",
+            f"  data:      {settings.data_dir}",
+            "press Ctrl+C to stop",
+        ]
+    )
+
+
+GOODBYE = "chit auth server stopped"
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse a port already in use before anything is created (uvicorn binds it again right after)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _name, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise fail(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def serve(
@@ -25,11 +79,20 @@ def serve(
     signing_alg: Annotated[
         str | None, typer.Option("--signing-alg", help="RS256 (default), ES256 or EdDSA for new keys.")
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            callback=check_log_format,
+            help="Access log format: plain (default) or json (one object a line).",
+        ),
+    ] = "plain",
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the auth server. On an empty data directory, first create the schema, the keys and the
     super admin 'admin' (password from CHIT_ADMIN_PASSWORD, or generated and printed once)."""
+    check_listen(host, port)
     with refusals():
         settings = build_settings(
             data_dir=data_dir,
@@ -42,16 +105,28 @@ def serve(
         report_bootstrap(settings)
         KeyStore(settings.data_dir, timedelta(seconds=settings.key_retention)).note_jwks_max_age(settings.jwks_max_age)
     os.environ[SETTINGS_ENV] = settings.to_env()
-    typer.echo(f"chit auth server: issuer {settings.issuer}, data in {settings.data_dir}", err=True)
-    uvicorn.run(
-        "chit.server.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        http=LimitedHttpToolsProtocol,  # chit's head limits while parsing (chit.server.limits)
-        loop="uvloop",
-        access_log=False,
-        server_header=False,
-        log_level="warning",
-    )
+    typer.echo(banner(settings), err=True)
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(
+            "chit.server.access_log:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            http=LimitedHttpToolsProtocol,  # chit's head limits while parsing (chit.server.limits)
+            loop="uvloop",
+            access_log=False,  # chit's own (chit.server.access_log), which knows each request's duration
+            log_config=log_config(log_format),
+            server_header=False,
+            log_level="warning",
+        )
+    except (_Stopped, KeyboardInterrupt):
+        pass
+    except SystemExit as exc:  # uvicorn could not start (it logged why: the port in use, ...)
+        if exc.code not in (0, None):
+            raise fail(f"the server could not start on {host}:{port}") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo(GOODBYE, err=True)

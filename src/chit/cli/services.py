@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, refusals
+from chit.cli.tables import field, show
 from chit.policy.manifest import load_manifest
 
 app = typer.Typer(help="Manage registered services.", no_args_is_help=True)
@@ -61,10 +62,12 @@ def list_services(as_json: JsonFlag = False, data_dir: DataDir = None, database_
                 "on_behalf": sorted(s.on_behalf),
                 "deferred": sorted(s.deferred),
             }
-            for s in admin.server.store.services()
+            for s in admin.services()
         ]
-    emit(
-        {"services": services},
-        as_json,
-        lambda d: "\n".join(f"{s['id']}: {' '.join(s['permissions'])}" for s in d["services"]),
-    )
+    columns = [
+        ("Service", field("id")),
+        ("Description", field("description")),
+        ("Permissions", field("permissions")),
+        ("On behalf of users", field("on_behalf")),
+    ]
+    show("services", services, columns, as_json=as_json, empty="no services registered")

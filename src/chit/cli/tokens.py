@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,9 +16,14 @@ from chit.errors import InvalidTokenError
 app = typer.Typer(help="Look at tokens.", no_args_is_help=True)
 
 
+def _shown(value: Any) -> str:
+    """A claim as a person reads it: strings bare, anything else as JSON (never a Python repr)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def _when(ts: Any) -> str:
     if not isinstance(ts, int):
-        return repr(ts)
+        return "not a timestamp"
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
@@ -28,7 +34,8 @@ def inspect(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Show a token's claims or blocks, whether its signature holds, and whether it has expired."""
+    """Show a token's claims or blocks, whether its signature holds, and whether it has expired.
+    Exits 1 when the signature does not hold (or the token is not one of this server's)."""
     token = token.strip()
     with open_server(data_dir, database_url) as server:
         now = server.now()
@@ -62,9 +69,9 @@ def inspect(
     }
 
     def human(d: dict[str, Any]) -> str:
-        lines = [f"header: {d['header']}"]
+        lines = [f"header: {_shown(d['header'])}"]
         for name, value in d["claims"].items():
-            shown = f"{value} ({_when(value)})" if name in ("exp", "iat", "nbf") else value
+            shown = f"{_shown(value)} ({_when(value)})" if name in ("exp", "iat", "nbf") else _shown(value)
             lines.append(f"{name}: {shown}")
         lines.append(f"signature: {d['signature']}")
         if isinstance(exp, int):
@@ -74,3 +81,5 @@ def inspect(
         return "\n".join(lines)
 
     emit(data, as_json, human)
+    if signature != "valid":
+        raise fail(f"the token's signature is {signature} (not a token of this server's, or altered)")

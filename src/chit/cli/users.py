@@ -1,4 +1,4 @@
-"""``chit user add`` / ``chit user disable`` / ``chit user enable``."""
+"""``chit user add`` / ``list`` / ``disable`` / ``enable``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit, fail
+from chit.cli.tables import field, show, when
 from chit.policy.usernames import USERNAME_RULE, is_valid_username
 from chit.server.credentials import check_new_password
 
@@ -50,6 +51,30 @@ def add(
             + (f"\npassword: {d['password']}\n(shown once)" if generated else "")
         ),
     )
+
+
+@app.command("list")
+def list_users(as_json: JsonFlag = False, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List users with their roles (never their passwords)."""
+    with administration(data_dir, database_url) as admin:
+        users = [
+            {
+                "id": u.id,
+                "username": u.username,
+                "disabled": u.disabled,
+                "roles": admin.server.store.roles_of(u.id),
+                "created_at": when(u.created_at),
+            }
+            for u in admin.users()
+        ]
+    columns = [
+        ("Username", field("username")),
+        ("ID", field("id")),
+        ("Roles", field("roles")),
+        ("Disabled", field("disabled")),
+        ("Created", field("created_at")),
+    ]
+    show("users", users, columns, as_json=as_json, empty="no users")
 
 
 @app.command("disable")

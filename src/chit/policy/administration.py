@@ -53,6 +53,8 @@ def perm(text: str) -> Permission:
 GRANT_ANY = perm("chit:grants:write")
 SUPER_ADMIN = Permission(CHIT_SERVICE, WILDCARD, WILDCARD)
 APPOINT = perm("chit:admins:write")
+EXCHANGE = perm("chit:api-keys:exchange")  # a client with it needs the grant below (the gateway)
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 
 def service_admin_permission(service_id: str) -> Permission:
@@ -121,23 +123,62 @@ def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, list(known), n=n, cutoff=0.5)
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean a, b?"`` with the closest of ``known`` to ``name`` (those about as close as the
+    closest: ``owners`` suggests ``owner``, not ``viewer`` too), or ``""`` when none is close."""
+    near = closest(name, known)
+    if not near:
+        return ""
+
+    def ratio(candidate: str) -> float:
+        return difflib.SequenceMatcher(None, name, candidate).ratio()
+
+    best = ratio(near[0])
+    return f"; did you mean {', '.join(n for n in near if ratio(n) >= best - 0.05)}?"
+
+
+def chit_permissions(registered_services: Iterable[str] = ()) -> list[str]:
+    """Every concrete ``chit:*`` permission: ``CHIT_PERMISSIONS`` and each registered service's admin one."""
+    return [*CHIT_PERMISSIONS, *(str(service_admin_permission(s)) for s in sorted(set(registered_services)))]
+
+
+def undefined_chit(p: Permission, registered_services: Iterable[str]) -> str | None:
+    """Why a ``chit:*`` permission is not one of the auth server's (None: it is, or a wildcard over some).
+
+    The set is fixed: ``CHIT_PERMISSIONS``, ``chit:service.S:admin`` for each registered ``S``, and
+    wildcards that cover at least one of them (``chit:*:*``, ``chit:users:*``, ``chit:*:read``).
+    """
+    services = frozenset(registered_services)
+    known = chit_permissions(services)
+    if any(p.covers(perm(k)) for k in known):
+        return None
+    if p.resource.startswith("service.") and p.action in ("admin", WILDCARD):
+        service = p.resource.removeprefix("service.")
+        return f"{p}: no registered service {service!r}{did_you_mean(service, services)}"
+    near = difflib.get_close_matches(str(p), known, n=1, cutoff=0.8)
+    if near:
+        return f"{p}: no such chit permission; did you mean {near[0]}?"
+    resources = ", ".join(dict.fromkeys(perm(k).resource for k in CHIT_PERMISSIONS))
+    return f"{p}: no such chit permission (chit:RESOURCE:ACTION, RESOURCE one of {resources}, service.ID)"
+
+
 def undefined(
     permissions: Iterable[Permission], defined: Iterable[str], registered_services: Iterable[str]
 ) -> list[str]:
-    """Why each permission that no registered service defines cannot be granted (``chit:*`` always is)."""
+    """Why each permission that no registered service defines (or, for ``chit:*``, that is not one of
+    the auth server's own, see ``undefined_chit``) cannot be granted."""
     defined_set = frozenset(defined)
     defined_perms = [perm(d) for d in defined_set]
     services = frozenset(registered_services)
     problems = []
     for p in sorted(set(permissions)):
         if p.service == CHIT_SERVICE:
+            problem = undefined_chit(p, services)
+            if problem:
+                problems.append(problem)
             continue
         if p.service not in services:
-            near = closest(p.service, services)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            problems.append(f"{p}: no registered service {p.service!r}{hint}")
+            problems.append(f"{p}: no registered service {p.service!r}{did_you_mean(p.service, services)}")
         elif not any(p.covers(d) or d.covers(p) for d in defined_perms if d.service == p.service):
-            near = closest(str(p), defined_set)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            problems.append(f"{p}: service {p.service!r} defines no such permission{hint}")
+            problems.append(f"{p}: service {p.service!r} defines no such permission{did_you_mean(str(p), defined_set)}")
     return problems

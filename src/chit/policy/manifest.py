@@ -31,6 +31,7 @@ message is one line.
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
 import re
 import tomllib
@@ -241,7 +242,9 @@ def _line_of(text: str, section: str | None, key: str) -> int | None:
             end = stripped.find("]")
             if end > 1:  # a header: [section] or [[section]]
                 current = stripped[1:end].lstrip("[").strip().strip("\"'")
-                if section is not None and current == section and key == "":
+                # the section's own header, or the first of a dotted one: [role.viewer] sets `role`
+                first = current.split(".", 1)[0].strip().strip("\"'")
+                if section is not None and section in (current, first) and key == "":
                     return number
                 continue
         if current == section and any(
@@ -316,7 +319,9 @@ def parse_manifest(text: str, source: str = "manifest") -> Manifest:
     r = _Reader(text, source)
     for key in data:
         if key not in TOP_LEVEL:
-            raise r.error(None, key, f"unknown key; a manifest has {', '.join(TOP_LEVEL)}")
+            near = difflib.get_close_matches(key, TOP_LEVEL, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise r.error(None, key, f"unknown key; {hint}a manifest has {', '.join(TOP_LEVEL)}")
 
     service_id = data.get("id")
     if service_id is not None and not isinstance(service_id, str):

@@ -190,15 +190,20 @@ class Administration:
         store = self.server.store
         try:
             permissions = parse_all(store.role_permissions(role))
-        except NotFoundError:
+        except NotFoundError as exc:
             if self._may_see_role(role):
-                raise
+                raise NotFoundError(f"{exc}{self._role_hint(role)}") from None
             raise ForbiddenError(f"the token may not grant {role!r}") from None
         if rules.ungrantable(self.actor.permissions, permissions, holding_suffices=False):
             if self._may_see_role(role, permissions):
                 self._may_grant(permissions, holding_suffices=False)
             raise ForbiddenError(f"the token may not grant {role!r}")
         return permissions
+
+    def _role_hint(self, role: str) -> str:
+        """``"; did you mean ...?"`` with the closest names among the roles this caller may see."""
+        visible = [r["name"] for r in self.server.store.roles() if self._may_see_role(r["name"])]
+        return rules.did_you_mean(role, visible)
 
     def _may_see_role(self, role: str, permissions: frozenset[Permission] = frozenset()) -> bool:
         """Whether a refusal may name what a role holds: to one who may read roles, administers the
@@ -348,6 +353,11 @@ class Administration:
             perms = parse_all(scope)
             self._check_defined(perms)
             self._may_grant(perms)
+            if rules.EXCHANGE in perms and rules.TOKEN_EXCHANGE_GRANT not in grant_types:
+                raise RefusedError(
+                    f"{rules.EXCHANGE} lets a client exchange API keys, which takes the token-exchange grant:"
+                    f" add --grant {rules.TOKEN_EXCHANGE_GRANT}"
+                )
         secret = None if public else new_secret()
         client = self.server.store.create_client(
             client_id,
@@ -374,6 +384,7 @@ class Administration:
         wanted = parse_all(scope)
         if not wanted:
             raise RefusedError("an API key needs at least one permission")
+        self._check_defined(wanted)  # a typo gets its closest names, not "more than its owner holds"
         self._may_grant(wanted)
         held = self.owner_permissions(owner_id)
         beyond = sorted(str(p) for p in wanted if not any(h.covers(p) for h in held))

@@ -22,7 +22,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from chit.answers import Answer, answer_to
-from chit.core.paths import DISCOVERY_PATHS, INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH, TOKEN_PATH
+from chit.core.paths import (
+    DISCOVERY_PATHS,
+    INTROSPECTION_PATH,
+    JWKS_PATH,
+    OPENID_CONFIGURATION_PATH,
+    REVOCATION_PATH,
+    TOKEN_PATH,
+)
 from chit.errors import AuditWriteError, ChitError, DatabaseBusyError, InvalidRequestError, OAuth2Error
 from chit.server.admin.api import admin_router
 from chit.server.admin.auth import audit_refusal
@@ -189,6 +196,20 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> dict[str, str]:
+        """Where to go from here: discovery (RFC 8414) and the API docs, at the configured issuer."""
+        from chit import __version__
+
+        issuer = server.settings.issuer
+        return {
+            "name": "chit",
+            "version": __version__,
+            "issuer": issuer,
+            "discovery": issuer + OPENID_CONFIGURATION_PATH,
+            "docs": issuer + (app.docs_url or "/docs"),
+        }
 
     return SizeLimitMiddleware(app)
 

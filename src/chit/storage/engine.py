@@ -13,6 +13,7 @@ clients' patience, and its event loop not at all (``chit.storage.sql.connection`
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def create_database_engine(
         raise ConfigurationError(f"cannot parse the database URL {url!r}") from exc
     if lock_timeout_ms < 0:
         raise ConfigurationError(f"a lock timeout cannot be negative ({lock_timeout_ms} ms)")
+    if parsed.drivername.split("+")[0] == "postgres":  # as hosting platforms write it
+        parsed = parsed.set(drivername=parsed.drivername.replace("postgres", "postgresql", 1))
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
@@ -142,6 +145,7 @@ def alembic_config(engine: Engine) -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (creates it on an empty database); SQLite in WAL mode."""
     if engine.dialect.name == "sqlite":  # persistent: every later connection opens the file in WAL mode
+        _create_owner_only(engine.url.database)
         raw = engine.raw_connection()
         try:
             raw.cursor().execute("PRAGMA journal_mode=WAL")
@@ -153,6 +157,13 @@ def migrate(engine: Engine) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         connection.commit()
+
+
+def _create_owner_only(database: str | None) -> None:
+    """The SQLite file (and the -wal/-shm files SQLite gives its mode) readable by its owner only."""
+    if database:
+        fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
 
 
 def has_schema(engine: Engine) -> bool:
