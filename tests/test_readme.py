@@ -73,7 +73,7 @@ def test_readme_snippets_run_against_a_fresh_server(tmp_path: Path) -> None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
         log.close()
-    first_token, service_token, inspect, services = outputs
+    first_token, service_token, inspect, services, everyday = outputs
     assert '"access_token"' in first_token
     assert '"scope":"chit:*:*"' in first_token
     assert '"scope":"image-store:images:read image-store:images:read-any"' in service_token
@@ -83,6 +83,10 @@ def test_readme_snippets_run_against_a_fresh_server(tmp_path: Path) -> None:
     assert "Granted image-store:owner to carol" in services
     assert "The audit log is intact" in services
     assert (tmp_path / "chit-data" / "chit.db").exists()
+    assert "carol" in everyday  # the user list, the grants and the API key's owner name her
+    assert "image-store:owner" in everyday
+    assert "image-store:images:read" in everyday
+    assert everyday.rstrip().endswith("chit 0.1.0")
 
 
 def test_readme_manifests_are_the_example_files() -> None:
