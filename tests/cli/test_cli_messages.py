@@ -203,3 +203,18 @@ def test_a_misspelt_manifest_section_names_its_line(chit: ChitServer, tmp_path: 
         f"chit: {manifest}:6: role: unknown key; did you mean roles?"
         " a manifest has id, description, permissions, roles, needs, on_behalf",
     )
+
+
+def test_a_misspelt_chit_permission_in_a_manifests_needs_is_refused_with_the_closest_name(
+    chit: ChitServer, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "needs-typo.toml"
+    manifest.write_text(
+        'id = "needs-typo"\n\n[permissions]\n"a:read" = "Read"\n\n[needs]\npermissions = ["chit:users:raed"]\n',
+        encoding="utf-8",
+    )
+    assert_refused(
+        chit.cli("service", "register", str(manifest)),
+        "chit: chit:users:raed: no such chit permission; did you mean chit:users:read?",
+    )
+    assert "needs-typo" not in chit.cli_ok("service", "list", "--json").stdout  # nothing was registered

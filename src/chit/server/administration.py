@@ -23,7 +23,7 @@ from chit.errors import ChitError, NotFoundError, RefusedError
 from chit.errors import ForbiddenError as ForbiddenError  # its home before chit.errors
 from chit.policy import administration as rules
 from chit.policy.manifest import Manifest
-from chit.policy.permissions import Permission, intersect, parse_all
+from chit.policy.permissions import CHIT_SERVICE, Permission, intersect, parse_all
 from chit.server.audit import FAILURE, AuditEvent
 from chit.server.authserver import AuthServer
 from chit.server.credentials import check_new_password, format_api_key, hash_password, hash_secret, new_secret
@@ -228,8 +228,8 @@ class Administration:
             )
         registered = [s.id for s in store.services() if s.id != manifest.id]
         # Services register in any order: what names a service not registered yet waits for it;
-        # what names a registered one must be among its permissions (a typo must not grant nothing).
-        named = [p for p in listed if p.service in registered]
+        # what names a registered one, or chit itself, must exist (a typo must not grant nothing).
+        named = [p for p in listed if p.service in registered or p.service == CHIT_SERVICE]
         problems = rules.undefined(named, store.defined_permissions(), registered)
         if problems:
             raise RefusedError("; ".join(problems))
