@@ -373,3 +373,82 @@ def test_a_manifest_that_cannot_be_read_is_refused(chit: ChitServer, manifests: 
     binary = manifests / "binary.toml"
     binary.write_bytes(b"id = \xff\xfe\n")
     assert_refused(chit.cli("service", "register", str(binary)), "cannot read")
+
+
+# removing a service ------------------------------------------------------------------------------
+
+
+def admin_headers(chit: ChitServer) -> dict[str, str]:
+    from helpers import ADMIN_PASSWORD
+
+    return {"Authorization": "Bearer " + login(chit, "admin", ADMIN_PASSWORD).json()["access_token"]}
+
+
+def test_removing_a_service_ends_its_client_and_its_tokens_and_frees_its_id(chit: ChitServer, manifests: Path) -> None:
+    body = '[needs]\npermissions = ["image-store:images:read"]\n'
+    body += '[permissions]\n"x:read" = "Read x"\n[roles]\nr = ["x:read"]\n'
+    path = manifest(manifests, "leaving", body)
+    first = chit.cli_ok("service", "register", str(path), "--json").json()
+    token = client_token(chit, "leaving", first["client_secret"])
+    assert scope(token) == {"image-store:images:read"}
+    assert chit.cli_ok("service", "remove", "leaving").stdout.strip() == "Removed service leaving"
+    assert "leaving" not in chit.cli_ok("service", "list", "--json").stdout
+    assert client_token(chit, "leaving", first["client_secret"]).status_code == 401  # the client is gone
+    with registry(chit) as store:
+        assert store.service("leaving") is None
+        assert store.client_by_client_id("leaving") is None
+        assert not [r for r in store.roles() if r["name"].startswith("leaving:")]
+        assert "leaving:x:read" not in store.defined_permissions()
+    # the token issued before is no longer active anywhere the server decides
+    gateway = chit.add_client("leaving-introspector", "--grant", "client_credentials")
+    answer = httpx.post(
+        chit.url + "/oauth2/introspect",
+        data={"token": token.json()["access_token"]},
+        auth=("leaving-introspector", gateway["client_secret"]),
+        timeout=30,
+    )
+    assert answer.json() == {"active": False}
+    events = chit.cli_ok("audit", "tail", "--json", "-n", "5").json()["events"]
+    assert "service.removed" in [e["type"] for e in events]
+
+    again = chit.cli_ok("service", "register", str(path), "--json").json()
+    assert again["created"] is True
+    assert again["client_secret"] not in (None, first["client_secret"])
+
+
+def test_a_service_whose_role_someone_holds_is_not_removed(chit: ChitServer, manifests: Path) -> None:
+    path = manifest(manifests, "holding", '[permissions]\n"y:read" = "Read y"\n[roles]\nreader = ["y:read"]\n')
+    chit.cli_ok("service", "register", str(path))
+    chit.add_user("holding-user", "holding-user-password", "--role", "holding:reader")
+    events_before = audit_count(chit)
+    assert_refused(
+        chit.cli("service", "remove", "holding"), "still granted", "role holding:reader granted to user holding-user"
+    )
+    assert audit_count(chit) == events_before  # nothing changed
+    assert "holding" in chit.cli_ok("service", "list", "--json").stdout
+    assert scope(login(chit, "holding-user", "holding-user-password")) == {"holding:y:read"}
+    assert_refused(chit.cli("service", "remove", "no-such-service"), "no registered service 'no-such-service'")
+
+
+def test_removing_over_the_api_takes_services_admin_and_is_audited(chit: ChitServer, manifests: Path) -> None:
+    chit.cli_ok("service", "register", str(manifest(manifests, "api-leaving", '[permissions]\n"z:read" = "Read z"\n')))
+    chit.cli_ok("role", "create", "api-leaving-reader", "--permission", "chit:services:read")
+    chit.add_user("no-services-admin", "no-services-admin-password", "--role", "api-leaving-reader")
+    narrow = login(chit, "no-services-admin", "no-services-admin-password").json()["access_token"]
+    refused = httpx.delete(
+        chit.url + "/admin/services/api-leaving",
+        headers={"Authorization": f"Bearer {narrow}", "X-Request-ID": "remove-refused-1"},
+        timeout=30,
+    )
+    assert refused.status_code == 403, refused.text
+    headers = admin_headers(chit)
+    trail = httpx.get(chit.url + "/admin/audit", params={"request_id": "remove-refused-1"}, headers=headers, timeout=30)
+    [event] = trail.json()["events"]
+    assert (event["type"], event["outcome"], event["detail"]["operation"]) == (
+        "admin.refused",
+        "failure",
+        "service.remove",
+    )
+    done = httpx.delete(chit.url + "/admin/services/api-leaving", headers=headers, timeout=30)
+    assert done.json() == {"removed": "api-leaving"}
+    assert httpx.delete(chit.url + "/admin/services/api-leaving", headers=headers, timeout=30).status_code == 404

@@ -475,3 +475,27 @@ def test_concurrent_appends_keep_one_unbroken_chain(database_url: str, store: St
     assert len({e.request_id for e in events}) == len(events)
     report = verify_chain(events)
     assert report.intact, report.problems[:5]
+
+
+def test_removing_a_service_takes_its_permissions_roles_client_and_nothing_else(store: Store) -> None:
+    register(store, PHOTOS)
+    user = store.create_user("viewer", "h", NOW).id
+    store.grant(user, "photos:viewer", NOW)
+    client = store.client_by_client_id("photos")
+    assert client is not None
+    store.grant(client.id, "photos:editor", NOW)  # what its own client holds goes with it
+    before = snapshot(store)
+    with pytest.raises(RefusedError, match="role photos:viewer granted to user viewer"):
+        store.remove_service("photos")
+    assert snapshot(store) == before  # a refused removal wrote nothing
+
+    store.revoke_grant(user, "photos:viewer")
+    assert store.remove_service("photos") == client.id
+    assert store.service("photos") is None
+    assert store.client_by_client_id("photos") is None
+    assert store.defined_permissions() == {}
+    assert not [r for r in store.roles() if r["service"] == "photos" or r["name"].startswith("photos:")]
+    assert store.roles_of(client.id) == []
+    assert store.user_by_id(user) is not None
+    with pytest.raises(NotFoundError, match="no registered service 'photos'"):
+        store.remove_service("photos")

@@ -1,4 +1,4 @@
-"""``chit service register MANIFEST`` and ``chit service list``."""
+"""``chit service register MANIFEST``, ``chit service list`` and ``chit service remove SERVICE_ID``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ from chit.cli.tables import field, show
 from chit.policy.manifest import load_manifest
 
 app = typer.Typer(help="Manage registered services.", no_args_is_help=True)
+
+
+@app.command("remove")
+def remove(
+    service_id: Annotated[str, typer.Argument(help="The id of a registered service.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove a service: its permissions, its roles and its own client, whose tokens stop working at
+    once. Refused, with the list, while anyone else still holds one of its permissions or roles."""
+    with administration(data_dir, database_url) as admin:
+        admin.remove_service(service_id)
+    typer.echo(f"Removed service {service_id}")
 
 
 @app.command("register")

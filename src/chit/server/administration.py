@@ -245,6 +245,14 @@ class Administration:
             self._audit("service.registered", service=manifest.id, created=outcome.created)
         return outcome, secret if outcome.client_created else None
 
+    @audited("service.remove")
+    def remove_service(self, service_id: str) -> None:
+        self.require("chit:services:admin")
+        client_pk = self.server.store.remove_service(service_id)
+        self._audit("service.removed", subject=client_pk, service=service_id)
+        if client_pk is not None:
+            self.server.revocations.client_removed(client_pk)
+
     @audited("service.list")
     def services(self) -> list[ServiceRecord]:
         self.require("chit:services:read")

@@ -112,6 +112,11 @@ class Revocations:
             self._published("subject", user.id, not_before=not_before, expires=self._last_expiry(not_before))
         return user, True
 
+    def client_removed(self, client_pk: str) -> None:
+        """A client is gone (its service was removed): every token issued to it is revoked."""
+        now = self.server.now()
+        self._published("client", client_pk, not_before=now + 1, expires=self._last_expiry(now + 1))
+
     def _last_expiry(self, issued_before: int) -> int:
         """When the last access token issued before ``issued_before`` expires."""
         return issued_before + self.server.settings.access_token_ttl

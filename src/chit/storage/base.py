@@ -68,6 +68,11 @@ class ServiceStore(Protocol):
 
     def services(self) -> list[ServiceRecord]: ...
 
+    def remove_service(self, service_id: str) -> str | None:
+        """Remove a service with its permissions, roles and own client (and that client's grants and
+        API keys); refused while anyone else holds any of them. The removed client's id, if any."""
+        ...
+
     def defined_permissions(self) -> dict[str, str]:
         """Every permission a registered service defines, with its description."""
         ...

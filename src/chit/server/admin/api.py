@@ -100,6 +100,11 @@ def admin_router() -> APIRouter:
     def list_services(admin: Admin) -> dict[str, Any]:
         return {"services": [json.loads(s.manifest) for s in admin.services()]}
 
+    @router.delete("/services/{service_id}", summary="Remove a service and its own client (chit:services:admin)")
+    def remove_service(service_id: str, admin: Admin) -> dict[str, Any]:
+        admin.remove_service(service_id)
+        return {"removed": service_id}
+
     @router.put("/services/{service_id}", summary="Register or update a service (chit:services:admin)")
     def register_service(service_id: str, body: models.ServiceManifest, admin: Admin) -> dict[str, Any]:
         manifest = parse_manifest(body.manifest, "manifest")

@@ -59,6 +59,29 @@ class Services(Grants):
         except IntegrityError as exc:
             raise ConflictError(f"service {manifest.id!r} is being registered concurrently; retry") from exc
 
+    def remove_service(self, service_id: str) -> str | None:
+        """Remove a service with its permissions, roles and own client (and that client's grants and
+        API keys); refused while anyone else holds any of them. The removed client's id, if any."""
+        with self._write() as conn:
+            if conn.scalar(select(t.services.c.id).where(t.services.c.id == service_id)) is None:
+                raise NotFoundError(f"no registered service {service_id!r}")
+            client_pk = conn.scalar(select(t.clients.c.id).where(t.clients.c.client_id == service_id))
+            permissions = set(
+                conn.scalars(select(t.permissions.c.name).where(t.permissions.c.service_id == service_id))
+            )
+            roles = set(conn.scalars(select(t.roles.c.name).where(t.roles.c.service_id == service_id)))
+            own = f"client {service_id}"  # what the service's own client holds goes with it
+            holders = [h for h in self._holders(conn, permissions, roles) if not h.endswith(own)]
+            if holders:
+                raise RefusedError("still granted, revoke first: " + "; ".join(holders))
+            if client_pk is not None:
+                conn.execute(delete(t.grants).where(t.grants.c.principal_id == client_pk))
+                conn.execute(delete(t.api_keys).where(t.api_keys.c.owner_id == client_pk))
+                conn.execute(delete(t.clients).where(t.clients.c.id == client_pk))
+            conn.execute(delete(t.grants).where(t.grants.c.role.in_(roles)))
+            conn.execute(delete(t.services).where(t.services.c.id == service_id))  # cascades: roles, permissions
+        return client_pk
+
     def _register(
         self, conn: Connection, manifest: Manifest, admin_role: tuple[str, str], secret_hash: str, now: int
     ) -> Registration:
