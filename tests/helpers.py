@@ -7,6 +7,8 @@ message that says how to start it.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -210,3 +212,71 @@ def register_manifests(chit: ChitServer, directory: Path, options: ServerOptions
         chit.cli_ok("service", "register", str(manifest))
     if "services" in options:
         register_services(chit, directory, options["services"])
+
+
+# the OAuth2 and admin API calls many test modules make -------------------------------------------
+
+
+def login(chit: ChitServer, username: str, password: str, client_id: str = "chit-cli", **extra: str) -> httpx.Response:
+    """The password grant through a first-party client."""
+    data = {"grant_type": "password", "client_id": client_id, "username": username, "password": password, **extra}
+    return httpx.post(chit.token_url, data=data, timeout=30)
+
+
+def refresh(chit: ChitServer, refresh_token: str) -> httpx.Response:
+    data = {"grant_type": "refresh_token", "client_id": "chit-cli", "refresh_token": refresh_token}
+    return httpx.post(chit.token_url, data=data, timeout=30)
+
+
+def access_token(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """A JWT's claims, unverified (the tests look at what the server put in)."""
+    payload = token.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return decoded
+
+
+def scope(response: httpx.Response) -> set[str]:
+    assert response.status_code == 200, response.text
+    return set(response.json()["scope"].split())
+
+
+class Api:
+    """The admin API as one principal sees it."""
+
+    def __init__(self, chit: ChitServer, token: str | None) -> None:
+        self.chit = chit
+        self.token = token
+
+    @property
+    def subject(self) -> str:
+        assert self.token is not None
+        sub: str = claims_of(self.token)["sub"]
+        return sub
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return httpx.request(method, self.chit.url + path, headers=headers, timeout=30, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, json=body, **kwargs)
+
+    def put(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", path, json=body, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kwargs)
+
+
+def as_user(chit: ChitServer, username: str, password: str) -> Api:
+    return Api(chit, access_token(login(chit, username, password)))

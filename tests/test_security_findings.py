@@ -9,8 +9,6 @@ that exchanges API keys; every test uses names of its own.
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 import uuid
@@ -19,7 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, ROOT, ChitServer, ModuleServers
+from helpers import (
+    ADMIN_PASSWORD,
+    ROOT,
+    Api,
+    ChitServer,
+    ModuleServers,
+    access_token,
+    as_user,
+    claims_of,
+    login,
+    refresh,
+)
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 API_KEY_TYPE = "urn:chit:token-type:api-key"
@@ -62,64 +71,6 @@ class Edge:
         assert r.status_code == 200, r.text
         answer: dict[str, Any] = r.json()
         return answer
-
-
-class Api:
-    """The admin API as one principal sees it."""
-
-    def __init__(self, chit: ChitServer, token: str | None) -> None:
-        self.chit = chit
-        self.token = token
-
-    @property
-    def subject(self) -> str:
-        assert self.token is not None
-        sub: str = claims_of(self.token)["sub"]
-        return sub
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = dict(kwargs.pop("headers", {}))
-        if self.token is not None:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return httpx.request(method, self.chit.url + path, headers=headers, timeout=30, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
-        return self.request("POST", path, json=body, **kwargs)
-
-    def put(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
-        return self.request("PUT", path, json=body, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
-        return self.request("DELETE", path, **kwargs)
-
-
-def login(chit: ChitServer, username: str, password: str, client_id: str = "chit-cli") -> httpx.Response:
-    data = {"grant_type": "password", "client_id": client_id, "username": username, "password": password}
-    return httpx.post(chit.token_url, data=data, timeout=30)
-
-
-def refresh(chit: ChitServer, refresh_token: str) -> httpx.Response:
-    data = {"grant_type": "refresh_token", "client_id": "chit-cli", "refresh_token": refresh_token}
-    return httpx.post(chit.token_url, data=data, timeout=30)
-
-
-def access_token(response: httpx.Response) -> str:
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return decoded
-
-
-def as_user(chit: ChitServer, username: str, password: str) -> Api:
-    return Api(chit, access_token(login(chit, username, password)))
 
 
 def assert_error(response: httpx.Response, status: int, error: str, *fragments: str) -> None:

@@ -8,8 +8,6 @@ uses names of its own.
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +15,19 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, ROOT, ChitServer, ModuleServers
+from helpers import (
+    ADMIN_PASSWORD,
+    ROOT,
+    Api,
+    ChitServer,
+    ModuleServers,
+    access_token,
+    as_user,
+    claims_of,
+    login,
+    refresh,
+    scope,
+)
 
 PAYMENT = """\
 id = "payment"
@@ -37,63 +47,6 @@ reader = ["charges:read"]
 def chit(module_server: ModuleServers) -> ChitServer:
     photos = ROOT / "examples" / "photos"
     return module_server("admin-api", manifests=[photos / "image-store.toml", photos / "tagging.toml", PAYMENT])
-
-
-def login(chit: ChitServer, username: str, password: str, **extra: str) -> httpx.Response:
-    data = {"grant_type": "password", "client_id": "chit-cli", "username": username, "password": password, **extra}
-    return httpx.post(chit.token_url, data=data, timeout=30)
-
-
-def refresh(chit: ChitServer, refresh_token: str) -> httpx.Response:
-    data = {"grant_type": "refresh_token", "client_id": "chit-cli", "refresh_token": refresh_token}
-    return httpx.post(chit.token_url, data=data, timeout=30)
-
-
-def access_token(response: httpx.Response) -> str:
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return decoded
-
-
-def scope(response: httpx.Response) -> set[str]:
-    assert response.status_code == 200, response.text
-    return set(response.json()["scope"].split())
-
-
-class Api:
-    """The admin API as one principal sees it."""
-
-    def __init__(self, chit: ChitServer, token: str | None) -> None:
-        self.chit = chit
-        self.token = token
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = dict(kwargs.pop("headers", {}))
-        if self.token is not None:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return httpx.request(method, self.chit.url + path, headers=headers, timeout=30, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
-        return self.request("POST", path, json=body, **kwargs)
-
-    def put(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
-        return self.request("PUT", path, json=body, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
-        return self.request("DELETE", path, **kwargs)
-
-
-def as_user(chit: ChitServer, username: str, password: str) -> Api:
-    return Api(chit, access_token(login(chit, username, password)))
 
 
 @pytest.fixture(scope="module")
