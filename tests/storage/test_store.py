@@ -415,24 +415,27 @@ def test_revoking_prunes_entries_long_expired(store: Store) -> None:
 # brute-force throttle ----------------------------------------------------------------------------
 
 
-def test_record_failure_applies_the_step_to_each_key(store: Store) -> None:
-    seen: list[ThrottleState | None] = []
+def test_update_throttle_applies_the_step_to_every_key_at_once(store: Store) -> None:
+    seen: list[dict[str, ThrottleState | None]] = []
 
-    def step(before: ThrottleState | None) -> ThrottleState:
-        seen.append(before)
-        failures = (before.failures if before else 0) + 1
-        start = before.window_started_at if before else NOW
-        return ThrottleState("ignored", failures, start, failures // 3, NOW + 60 if failures >= 3 else 0)
+    def fail(states: dict[str, ThrottleState | None]) -> dict[str, ThrottleState | None]:
+        seen.append(states)
+        after: dict[str, ThrottleState | None] = {}
+        for key, before in states.items():
+            failures = (before.failures if before else 0) + 1
+            start = before.window_started_at if before else NOW
+            after[key] = ThrottleState(key, failures, start, failures // 3, NOW + 60 if failures >= 3 else 0)
+        return after
 
     keys = ["account:alice", "source:127.0.0.1"]
-    first = store.record_failure(keys, step)
-    assert seen == [None, None]
-    assert set(first) == set(keys)
+    first = store.update_throttle(keys, fail)
+    assert seen == [{"account:alice": None, "source:127.0.0.1": None}]
+    assert first["account:alice"] is not None
     assert first["account:alice"].failures == 1
-    store.record_failure(keys, step)
-    third = store.record_failure(["account:alice"], step)
-    assert third["account:alice"].failures == 3
-    assert seen[-1] == ThrottleState("account:alice", 2, NOW, 0, 0)
+    store.update_throttle(keys, fail)
+    third = store.update_throttle(["account:alice"], fail)
+    assert third["account:alice"] == ThrottleState("account:alice", 3, NOW, 1, NOW + 60)
+    assert seen[-1] == {"account:alice": ThrottleState("account:alice", 2, NOW, 0, 0)}
 
     states = store.throttle_states([*keys, "account:nobody"])
     assert set(states) == set(keys)
@@ -445,14 +448,15 @@ def test_throttle_states_of_unknown_keys_is_empty(store: Store) -> None:
     assert store.throttle_states([]) == {}
 
 
-def test_clear_throttle_removes_only_the_named_keys(store: Store) -> None:
-    def step(before: ThrottleState | None) -> ThrottleState:
-        return ThrottleState("k", (before.failures if before else 0) + 1, NOW, 0, 0)
+def test_update_throttle_clears_a_key_it_maps_to_none_and_keeps_one_it_leaves_out(store: Store) -> None:
+    def count(states: dict[str, ThrottleState | None]) -> dict[str, ThrottleState | None]:
+        return {k: ThrottleState(k, (s.failures if s else 0) + 1, NOW, 0, 0) for k, s in states.items()}
 
-    store.record_failure(["account:alice", "account:bob"], step)
-    store.clear_throttle(["account:alice", "account:nobody"])
+    store.update_throttle(["account:alice", "account:bob"], count)
+    store.update_throttle(["account:alice", "account:bob", "account:nobody"], lambda _: {"account:alice": None})
     assert set(store.throttle_states(["account:alice", "account:bob"])) == {"account:bob"}
-    store.record_failure(["account:alice"], step)
+    assert store.throttle_states(["account:bob"])["account:bob"].failures == 1
+    store.update_throttle(["account:alice"], count)
     assert store.throttle_states(["account:alice"])["account:alice"].failures == 1
 
 

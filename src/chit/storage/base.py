@@ -204,14 +204,6 @@ class ThrottleStore(Protocol):
         """
         ...
 
-    def record_failure(
-        self, keys: Iterable[str], step: Callable[[ThrottleState | None], ThrottleState]
-    ) -> dict[str, ThrottleState]:
-        """Apply ``step(previous_state_or_None) -> new_state`` to each key in one write transaction."""
-        ...
-
-    def clear_throttle(self, keys: Iterable[str]) -> None: ...
-
 
 class AuditStore(Protocol):
     """The hash-chained audit log."""

@@ -58,6 +58,7 @@ def _event(r: AuditRecord) -> dict[str, Any]:
 
 def _administration(request: Request) -> Administration:
     server: AuthServer = request.app.state.auth_server
+    request.state.admin_actor = None  # the token was looked at: a refusal's audit need not look again
     actor = actor_from(server, request)
     request.state.admin_actor = actor  # for auditing a refusal raised outside Administration
     return Administration(server, actor)

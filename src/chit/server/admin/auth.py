@@ -45,8 +45,9 @@ async def audit_refusal(request: Request, status: int, error: str, reason: str, 
     if status < 400 or not request.url.path.startswith("/admin") or getattr(exc, "audited", False):
         return
     server: AuthServer = request.app.state.auth_server
+    looked = hasattr(request.state, "admin_actor")
     actor: Caller | None = getattr(request.state, "admin_actor", None)
-    if actor is None and "authorization" in request.headers:
+    if not looked and "authorization" in request.headers:
         # refused before the route's dependencies ran (e.g. a body that is not JSON): still say who asked
         try:
             actor = await anyio.to_thread.run_sync(actor_from, server, request)

@@ -78,16 +78,3 @@ class Throttle(Connected):
                     )
                 )
         return changes
-
-    def record_failure(
-        self, keys: Iterable[str], step: Callable[[ThrottleState | None], ThrottleState]
-    ) -> dict[str, ThrottleState]:
-        """Apply ``step(previous_state_or_None) -> new_state`` to each key in one write transaction."""
-        keys = list(keys)
-        changes = self.update_throttle(keys, lambda states: {key: step(states[key]) for key in keys})
-        return {key: state for key, state in changes.items() if state is not None}
-
-    def clear_throttle(self, keys: Iterable[str]) -> None:
-        keys = list(keys)
-        with self._write() as conn:
-            conn.execute(delete(t.login_throttle).where(t.login_throttle.c.key.in_(keys)))
