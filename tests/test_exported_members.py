@@ -24,6 +24,7 @@ def test_sdk_public_names() -> None:
     assert chit.sdk.__all__ == [
         "BearerAuthMiddleware",
         "DecisionLog",
+        "ExchangedToken",
         "ForwardedToken",
         "InvalidBearerRequestError",
         "JwksClient",

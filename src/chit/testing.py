@@ -9,30 +9,35 @@
     principal = await verifier.verify(token)
     clock.advance(3600)                                       # ... and now it has expired
 
-``TestIssuer`` serves discovery, the JWKS and a ``client_credentials`` token endpoint through an
-httpx transport (no socket, no thread), signs with keys it can rotate, and can play an outage
-(``down``) or an auth server answering garbage (``garbage``). Nothing here imports pytest.
+``TestIssuer`` serves discovery, the JWKS and a token endpoint (``client_credentials``, and token
+exchange for the clients added with ``on_behalf``/``deferred``) through an httpx transport (no
+socket, no thread), signs with keys it can rotate, and can play an outage (``down``) or an auth
+server answering garbage (``garbage``). Nothing here imports pytest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import parse_qsl, unquote_plus
 
 import httpx
 
-from chit.core.jwt import sign_claims
+from chit.core.jwt import AccessTokenDecoder, VerificationKey, sign_claims, verification_key
 from chit.core.keys import Algorithm, SigningKey, new_signing_key
 from chit.core.paths import DISCOVERY_PATHS, JWKS_PATH, TOKEN_PATH
+from chit.errors import InvalidTokenError
 from chit.policy.permissions import audience
 from chit.policy.principals import Actor, Principal
 from chit.policy.scopes import parse_permissions
+from chit.sdk.delegation import ACCESS_TOKEN_TYPE, DEFERRED_DELEGATION_TYPE, TOKEN_EXCHANGE_GRANT
 from chit.sdk.identity import ServiceIdentity
 from chit.sdk.verifier import VerifierOptions
 
@@ -40,6 +45,10 @@ if TYPE_CHECKING:
     from chit.sdk.fastapi import Verifier
 
 __all__ = ["Clock", "TestIssuer", "make_principal"]
+
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+DEFERRED_TTL = 86_400
+MAX_DEFERRED_TTL = 7 * 86_400
 
 
 class Clock:
@@ -78,8 +87,31 @@ def _act_claim(actors: Sequence[Actor | str]) -> dict[str, Any] | None:
     return act
 
 
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A deferred delegation the issuer handed out: whose, for which service, what, until when."""
+
+    client_id: str
+    subject: str
+    act: dict[str, Any] | None
+    scope: tuple[str, ...]
+    expires_at: int
+    job_id: str | None
+
+
+class _Refused(Exception):
+    """A token request refused with an RFC 6749 §5.2 error."""
+
+    def __init__(self, error: str, description: str = "", status: int = 400) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
 class TestIssuer:
-    """An in-process auth server for tests: keys, tokens, discovery, JWKS and client credentials."""
+    """An in-process auth server for tests: keys, tokens, discovery, JWKS, client credentials and
+    token exchange (RFC 8693, with deferred delegation)."""
 
     __test__ = False  # a helper, not a test class
 
@@ -102,7 +134,11 @@ class TestIssuer:
         self.down = False  # every request fails to connect, as when the auth server is stopped
         self.garbage = False  # every request answers 200 with a body that is not JSON
         self.requests: list[str] = []  # paths requested, in order
+        self.token_forms: list[dict[str, str]] = []  # the form of each token request, in order
         self.clients: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.on_behalf: dict[str, tuple[str, ...]] = {}  # what each client may exercise for a user
+        self.deferrable: dict[str, tuple[str, ...]] = {}  # ... and delegate for later
+        self.delegations: dict[str, _Deferred] = {}  # deferred-delegation handles handed out
         first = new_signing_key(alg, self.clock.datetime())
         self.published: list[SigningKey] = [first]
         self.signing_key = first
@@ -134,7 +170,7 @@ class TestIssuer:
             "issuer": self.issuer,
             "token_endpoint": self.issuer + TOKEN_PATH,
             "jwks_uri": self.issuer + JWKS_PATH,
-            "grant_types_supported": ["client_credentials"],
+            "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE_GRANT],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         }
 
@@ -211,8 +247,24 @@ class TestIssuer:
 
     # --- service accounts -----------------------------------------------------------------------------
 
-    def add_client(self, client_id: str, client_secret: str, scope: Iterable[str] = ()) -> None:
+    def add_client(
+        self,
+        client_id: str,
+        client_secret: str,
+        scope: Iterable[str] = (),
+        *,
+        on_behalf: Iterable[str] = (),
+        deferred: Iterable[str] = (),
+    ) -> None:
+        """Register a client: its own permissions (``scope``) and, as a service's ``[on_behalf]``, what
+        it may exercise for a user by token exchange (``on_behalf``) and delegate for later (``deferred``)."""
         self.clients[client_id] = (client_secret, tuple(scope))
+        self.on_behalf[client_id] = tuple(on_behalf)
+        self.deferrable[client_id] = tuple(deferred)
+
+    def revoke_delegation(self, handle: str) -> None:
+        """End a deferred delegation: its handle is refused from now on."""
+        self.delegations.pop(handle, None)
 
     # --- wiring ---------------------------------------------------------------------------------------
 
@@ -260,6 +312,7 @@ class TestIssuer:
     def _token_endpoint(self, request: httpx.Request) -> httpx.Response:
         no_store = {"Cache-Control": "no-store"}
         form = dict(parse_qsl(request.content.decode()))
+        self.token_forms.append(form)
         client_id, secret = form.get("client_id"), form.get("client_secret")
         authorization = request.headers.get("authorization", "")
         if authorization.lower().startswith("basic "):
@@ -269,13 +322,20 @@ class TestIssuer:
         registered = self.clients.get(client_id or "")
         if registered is None or registered[0] != secret:
             return httpx.Response(401, json={"error": "invalid_client"}, headers=no_store)
+        assert client_id is not None
+        if form.get("grant_type") == TOKEN_EXCHANGE_GRANT:
+            try:
+                body = self._exchange(client_id, form)
+            except _Refused as refused:
+                error = {"error": refused.error, "error_description": refused.description}
+                return httpx.Response(refused.status, json=error, headers=no_store)
+            return httpx.Response(200, json=body, headers=no_store)
         if form.get("grant_type") != "client_credentials":
             return httpx.Response(400, json={"error": "unsupported_grant_type"}, headers=no_store)
         held = registered[1]
         wanted = tuple(form["scope"].split()) if "scope" in form else held
         if not set(wanted) <= set(held):
             return httpx.Response(400, json={"error": "invalid_scope"}, headers=no_store)
-        assert client_id is not None
         token = self.service_token(client_id, wanted)
         body = {
             "access_token": token,
@@ -284,6 +344,134 @@ class TestIssuer:
             "scope": " ".join(wanted),
         }
         return httpx.Response(200, json=body, headers=no_store)
+
+    # --- token exchange (RFC 8693) --------------------------------------------------------------------
+
+    def _exchange(self, client_id: str, form: Mapping[str, str]) -> dict[str, Any]:
+        """The answer to a token exchange by ``client_id``, or ``_Refused``."""
+        if not self.on_behalf.get(client_id):
+            raise _Refused("unauthorized_client", f"{client_id} may not exchange tokens")
+        subject_token = form.get("subject_token")
+        if not subject_token:
+            raise _Refused("invalid_request", "subject_token is missing")
+        requested = tuple(form["scope"].split()) if "scope" in form else None
+        subject_type = form.get("subject_token_type")
+        if subject_type == DEFERRED_DELEGATION_TYPE:
+            return self._redeem(client_id, subject_token, requested, form.get("audience"))
+        if subject_type not in (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE):
+            raise _Refused("invalid_request", "unsupported subject_token_type")
+        subject = self._subject_claims(subject_token, client_id)
+        act = subject.get("act")
+        if client_id in _chain(act):
+            raise _Refused("invalid_request", f"{client_id} already acts in this token")
+        held = tuple(subject["scope"].split())
+        wanted_type = form.get("requested_token_type", ACCESS_TOKEN_TYPE)
+        if wanted_type == DEFERRED_DELEGATION_TYPE:
+            scope = _narrowed(held, self.deferrable.get(client_id, ()), requested)
+            return self._defer(client_id, subject, scope, form)
+        if wanted_type != ACCESS_TOKEN_TYPE:
+            raise _Refused("invalid_request", "unsupported requested_token_type")
+        scope = _narrowed(held, self.on_behalf[client_id], requested)
+        return self._delegated(client_id, subject["sub"], act, scope, form.get("audience"), int(subject["exp"]))
+
+    def _subject_claims(self, token: str, client_id: str) -> dict[str, Any]:
+        """The claims of an access token this issuer signed for ``client_id`` that has not expired."""
+        decoder = AccessTokenDecoder(issuer=self.issuer, audience=client_id, leeway=0)
+        try:
+            claims = decoder.decode(token, self._published_key, self.clock())
+        except InvalidTokenError as exc:
+            raise _Refused("invalid_request", f"subject_token: {exc.reason}") from exc
+        return claims.to_dict()
+
+    def _published_key(self, kid: str) -> VerificationKey | None:
+        key = next((key for key in self.published if key.kid == kid), None)
+        return None if key is None else verification_key(key.kid, key.alg, key.public_key)
+
+    def _delegated(
+        self,
+        client_id: str,
+        subject: str,
+        act: Mapping[str, Any] | None,
+        scope: tuple[str, ...],
+        audience: str | None,
+        not_after: int,
+    ) -> dict[str, Any]:
+        """An access token of ``subject`` with ``client_id`` as its current actor, ``act`` nested inside."""
+        aud = _audience(scope)
+        if audience is not None:
+            if audience not in aud:
+                raise _Refused("invalid_target", f"the granted scope does not reach {audience}")
+            aud = [audience]
+        now = int(self.clock())
+        exp = min(now + self.access_token_ttl, not_after)
+        actor: dict[str, Any] = {"sub": client_id, "client_id": client_id}
+        if act is not None:
+            actor["act"] = dict(act)
+        claims = self.claims(subject, scope, client_id=client_id, aud=aud, exp=exp, act=actor)
+        return {
+            "access_token": self.sign(claims),
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": exp - now,
+            "scope": " ".join(scope),
+        }
+
+    def _defer(
+        self, client_id: str, subject: Mapping[str, Any], scope: tuple[str, ...], form: Mapping[str, str]
+    ) -> dict[str, Any]:
+        try:
+            ttl = int(form.get("expires_in", DEFERRED_TTL))
+        except ValueError:
+            raise _Refused("invalid_request", "expires_in is not a number of seconds") from None
+        if not 0 < ttl <= MAX_DEFERRED_TTL:
+            raise _Refused("invalid_request", f"expires_in must be between 1 and {MAX_DEFERRED_TTL}")
+        handle = f"chit_dd_{uuid.uuid4().hex[:16]}.{secrets.token_urlsafe(24)}"
+        act = subject.get("act")
+        self.delegations[handle] = _Deferred(
+            client_id=client_id,
+            subject=subject["sub"],
+            act=None if act is None else dict(act),
+            scope=scope,
+            expires_at=int(self.clock()) + ttl,
+            job_id=form.get("job_id"),
+        )
+        return {
+            "access_token": handle,
+            "issued_token_type": DEFERRED_DELEGATION_TYPE,
+            "token_type": "N_A",
+            "expires_in": ttl,
+            "scope": " ".join(scope),
+        }
+
+    def _redeem(
+        self, client_id: str, handle: str, requested: tuple[str, ...] | None, audience: str | None
+    ) -> dict[str, Any]:
+        deferred = self.delegations.get(handle)
+        if deferred is None or deferred.client_id != client_id or deferred.expires_at <= self.clock():
+            raise _Refused("invalid_request", "the deferred delegation is unknown, expired or another client's")
+        scope = _narrowed(deferred.scope, deferred.scope, requested)
+        return self._delegated(client_id, deferred.subject, deferred.act, scope, audience, deferred.expires_at)
+
+
+def _narrowed(held: Sequence[str], allowed: Sequence[str], requested: Sequence[str] | None) -> tuple[str, ...]:
+    """What an exchanged token carries: held ∩ allowed ∩ requested; asking for more is ``invalid_scope``."""
+    scope = tuple(permission for permission in held if permission in allowed)
+    if requested is not None:
+        if not set(requested) <= set(scope):
+            raise _Refused("invalid_scope", "a requested permission cannot be delegated")
+        scope = tuple(permission for permission in scope if permission in requested)
+    if not scope:
+        raise _Refused("invalid_scope", "nothing to delegate")
+    return scope
+
+
+def _chain(act: object) -> list[str]:
+    """The client ids of a nested ``act`` claim, current actor first."""
+    names: list[str] = []
+    while isinstance(act, Mapping):
+        names.append(str(act.get("client_id") or act.get("sub")))
+        act = act.get("act")
+    return names
 
 
 def _audience(scope: Sequence[str]) -> list[str]:

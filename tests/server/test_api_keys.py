@@ -467,8 +467,6 @@ def valid_key(chit: ChitServer) -> str:
 @pytest.mark.parametrize(
     "extra",
     [
-        {"subject_token_type": ACCESS_TOKEN_TYPE},
-        {"subject_token_type": "urn:ietf:params:oauth:token-type:jwt"},
         {"actor_token": "chit_ak_key_x.y", "actor_token_type": API_KEY_TYPE},
         {"actor_token": "anything"},
         {"requested_token_type": "urn:ietf:params:oauth:token-type:refresh_token"},
@@ -479,6 +477,14 @@ def test_malformed_exchanges_are_invalid_request(
 ) -> None:
     assert_oauth_error(gateway.exchange(valid_key, **extra), "invalid_request")
     assert gateway.exchange(valid_key).status_code == 200  # the key itself is fine
+
+
+@pytest.mark.parametrize("subject_type", [ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt"])
+def test_a_key_sent_as_an_access_token_asks_for_delegation_which_the_gateway_may_not(
+    gateway: Edge, valid_key: str, subject_type: str
+) -> None:
+    # exchanging an access token is a service acting for a user: the gateway is no such service
+    assert_oauth_error(gateway.exchange(valid_key, subject_token_type=subject_type), "unauthorized_client")
 
 
 @pytest.mark.parametrize("subject_token", ["garbage", "chit_ak_", "chit_ak_key_nosuch.secret", "chit_ak_nodot"])

@@ -96,7 +96,8 @@ def test_register_creates_the_service_its_roles_and_its_client(store: Store) -> 
 
     client = store.client_by_client_id("photos")
     assert client is not None
-    assert client.grant_types == {"client_credentials"}
+    # [on_behalf] lists permissions: the service may exchange its users' tokens (DESIGN §4)
+    assert client.grant_types == {"client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"}
     assert client.scope == {"tags:labels:read"}
     assert client.secret_hash == "b" * 64
     assert not client.public

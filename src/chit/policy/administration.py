@@ -26,6 +26,7 @@ from chit.policy.permissions import CHIT_SERVICE, WILDCARD, Permission, is_cover
 CHIT_PERMISSIONS: Mapping[str, str] = {
     "chit:users:read": "List users",
     "chit:users:write": "Create, disable and enable users",
+    "chit:users:impersonate": "Act for any user without their token (a service's last resort; super admin only)",
     "chit:clients:read": "List clients",
     "chit:clients:write": "Create clients",
     "chit:services:read": "List registered services",
@@ -43,6 +44,8 @@ CHIT_PERMISSIONS: Mapping[str, str] = {
     "chit:keys:read": "List signing keys",
     "chit:keys:rotate": "Rotate signing keys",
     "chit:audit:read": "Read the audit log",
+    "chit:delegations:read": "List deferred delegations",
+    "chit:delegations:write": "Revoke deferred delegations",
 }
 
 
@@ -55,6 +58,10 @@ SUPER_ADMIN = Permission(CHIT_SERVICE, WILDCARD, WILDCARD)
 APPOINT = perm("chit:admins:write")
 EXCHANGE = perm("chit:api-keys:exchange")  # a client with it needs the grant below (the gateway)
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+IMPERSONATE = perm("chit:users:impersonate")  # handed on by the super admin alone
+IMPERSONATE_ROLE = (
+    "chit:users:impersonate"  # the built-in role that holds it: `chit grant client:ID chit:users:impersonate`
+)
 
 
 def service_admin_permission(service_id: str) -> Permission:
@@ -92,7 +99,12 @@ def ungrantable(
     actor = frozenset(actor)
     grant_any = is_covered(GRANT_ANY, actor)
     refused = []
+    super_admin = is_covered(SUPER_ADMIN, actor)
     for p in sorted(set(permissions)):
+        if IMPERSONATE.covers(p) or (p.service == CHIT_SERVICE and p.covers(IMPERSONATE)):
+            if not super_admin:  # acting as any user without their token: nobody below the top hands it on
+                refused.append(str(p))
+            continue
         if appoints(p) and not (is_covered(APPOINT, actor) or (grant_any and not holding_suffices)):
             refused.append(str(p))
             continue

@@ -1,10 +1,12 @@
-"""Decisions with their reasons: ``Decision``, and the permission and ownership checks that produce one.
+"""Decisions with their reasons: ``Decision``, and the permission, ownership and actor checks that produce one.
 
 Ownership is by stable id: whoever asks owns a resource when the resource's owner id is its subject.
+The actor check looks at the current actor alone (RFC 8693 §4.1): earlier actors never decide.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,6 +67,28 @@ def check_owner(asker: Asker, owner_id: str, unless: str | None = None) -> Decis
     if asker.can(unless):
         return Decision(True, unless, f"holds {unless}")
     return Decision(False, unless, "not the owner of the resource and " + missing(asker, unless))
+
+
+def check_actor(asker: Asker, service_ids: Iterable[str | None]) -> Decision:
+    """Allowed when the current actor is one of ``service_ids``; ``None`` among them stands for the subject
+    calling itself (nobody acts for it). At least one id is required."""
+    allowed = tuple(service_ids)
+    if not allowed:
+        raise TypeError("require_actor needs at least one service id (None: the subject itself calls)")
+    for service_id in allowed:
+        if service_id is not None and not isinstance(service_id, str):
+            raise TypeError(f"a service id is a string or None, not {type(service_id).__name__}")
+    actor = asker.actor
+    current = None if actor is None else actor.name
+    who = "nobody acts for the subject" if current is None else f"acting for the subject: {current}"
+    if current in allowed:
+        return Decision(True, None, who)
+    services = [service_id for service_id in allowed if service_id is not None]
+    if not services:
+        return Decision(False, None, f"{who}; only the subject itself may")
+    if None in allowed:
+        services.insert(0, "the subject itself")
+    return Decision(False, None, f"{who}; allowed: {', '.join(services)}")
 
 
 def missing(asker: Asker, permission: str) -> str:

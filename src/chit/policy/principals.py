@@ -2,9 +2,10 @@
 
 A ``Principal`` is built from verified claims (``principal_from_claims`` for JWT access tokens; a
 chit's authority block will build one the same way) and answers decisions locally: ``can`` and
-``require`` for a permission, ``owns`` and ``require_owner`` for ownership (the rules and their
-reasons are ``chit.policy.decisions``). Every ``require*`` decision is handed to the principal's
-``on_decision`` sink when it has one (decision logging lives in the SDK, not here).
+``require`` for a permission, ``owns`` and ``require_owner`` for ownership, ``require_actor`` for
+the service acting for the subject (the rules and their reasons are ``chit.policy.decisions``).
+Every ``require*`` decision is handed to the principal's ``on_decision`` sink when it has one
+(decision logging lives in the SDK, not here).
 """
 
 from __future__ import annotations
@@ -48,11 +49,23 @@ class DecisionSink(Protocol):
 
 @dataclass(frozen=True)
 class Principal:
+    """Who calls (``subject``, through ``client_id``) and what the token lets it do (``permissions``).
+
+    ``actors`` is the delegation chain of RFC 8693 token exchange (nested ``act`` claims), current
+    actor first: ``actors[0]`` is the service that obtained this token by exchange and presents it,
+    ``actors[1]`` the one that had called that service for the subject, and so on. ``subject`` stays
+    the user throughout; ``permissions`` are already what the current actor may exercise for it. Only
+    the current actor decides (``require_actor``); earlier actors are for audit and logs. An empty
+    chain means that the subject calls directly (a user through its client, or a service account
+    acting as itself).
+    """
+
     subject: str
     client_id: str
     permissions: frozenset[str]
     expires_at: datetime
     actors: tuple[Actor, ...] = ()
+    """The RFC 8693 actor chain, current actor first; empty when the subject calls directly."""
     token_id: str = ""
     kind: TokenKind = "jwt"
     session_id: str | None = None
@@ -69,7 +82,11 @@ class Principal:
 
     @property
     def actor(self) -> Actor | None:
-        """The current actor (the outermost ``act``), or None when the subject acts itself."""
+        """The current actor: the service that obtained this token by exchange and presents it (the
+        outermost ``act``, ``actors[0]``), or None when nobody acts for the subject.
+
+        Only the current actor decides (``require_actor``); ``subject`` is still the user it acts for.
+        """
         return self.actors[0] if self.actors else None
 
     def can(self, permission: str) -> bool:
@@ -103,6 +120,20 @@ class Principal:
     def require_owner(self, owner_id: str, unless: str | None = None) -> None:
         """Raise ``InsufficientScopeError`` unless the principal owns the resource or holds ``unless``."""
         self._enforce(decisions.check_owner(self, owner_id, unless))
+
+    def check_actor(self, *service_ids: str | None) -> Decision:
+        return decisions.check_actor(self, service_ids)
+
+    def require_actor(self, *service_ids: str | None) -> None:
+        """Raise ``InsufficientScopeError`` unless the current actor is one of ``service_ids``.
+
+        The current actor is ``actor`` (matched on its ``client_id``, else its ``subject``): the service
+        presenting a token it obtained by exchange for the subject. ``None`` stands for nobody acting for
+        the subject, the subject calling itself: ``require_actor(None)`` accepts direct calls only,
+        ``require_actor(None, "tagging")`` the subject itself or the tagging service acting for it.
+        Earlier actors in the chain never decide. No ids at all is a ``TypeError``.
+        """
+        self._enforce(decisions.check_actor(self, service_ids))
 
     def _enforce(self, decision: Decision) -> None:
         if self.on_decision is not None:

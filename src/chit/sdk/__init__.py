@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from chit.sdk.cache import VerifiedTokenCache
 from chit.sdk.context import RequestAuth, authenticated, current_auth, current_principal, current_token
 from chit.sdk.decisions import DecisionLog
+from chit.sdk.delegation import ExchangedToken
 from chit.sdk.identity import ForwardedToken, ServiceIdentity, ServiceToken, TokenRequestError
 from chit.sdk.jwks_client import JwksClient, KeysUnavailableError
 from chit.sdk.revocation import RevocationCheck, RevokedTokens
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BearerAuthMiddleware",
     "DecisionLog",
+    "ExchangedToken",
     "ForwardedToken",
     "InvalidBearerRequestError",
     "JwksClient",

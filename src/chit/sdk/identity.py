@@ -7,6 +7,11 @@ token that still works is kept when a renewal fails (``chit.sdk.fetch.SingleFlig
 an ``httpx.Auth``, so ``httpx.AsyncClient(auth=identity)`` (or ``httpx.Client``) sends it, and a 401
 ``invalid_token`` answer (a revoked token, a key rotated in a hurry) gets one retry with a new token.
 
+For a user, a service exchanges the user's token for one addressed to the service it calls (RFC 8693
+token exchange, ``chit.sdk.delegation``): ``for_user`` is the ``httpx.Auth`` that does it per request
+and keeps the exchanged tokens, ``exchange`` the single call; ``defer`` turns the user's token into a
+deferred-delegation handle that a later job redeems with ``with_delegation``.
+
 ``ForwardedToken`` sends the token of the request being handled (``chit.sdk.context``) instead.
 """
 
@@ -16,8 +21,8 @@ import base64
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal, Self
+from dataclasses import dataclass, field
+from typing import Literal, Self
 from urllib.parse import quote_plus, urlencode
 
 import httpx
@@ -25,24 +30,39 @@ import httpx
 from chit.errors import FetchError
 from chit.errors import TokenRequestError as TokenRequestError
 from chit.sdk import context
+from chit.sdk.delegation import (
+    ACCESS_TOKEN_TYPE,
+    BEARER,
+    DEFERRED_DELEGATION_TYPE,
+    MAX_DELEGATED_TOKENS,
+    RETRY_AFTER_FAILURE,
+    DelegatedTokens,
+    ExchangedToken,
+    RenewingBearer,
+    RenewingToken,
+    exchange_form,
+    exchanged,
+    lifetime,
+    needs_retry,
+    replayable,
+    scope_of,
+    scope_values,
+    token_answer,
+    token_hash,
+)
 from chit.sdk.fetch import FETCH_TIMEOUT, Fetched, HttpGetter, Reply, SingleFlight
 
 DEFAULT_REFRESH_BEFORE = 60.0
-RETRY_AFTER_FAILURE = 5.0  # while the old token still works, how long to wait before asking again
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post"]
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceToken:
-    access_token: str
+    access_token: str = field(repr=False)
     scope: tuple[str, ...]
     obtained_at: float
     expires_at: float
     refresh_at: float
-
-
-def _needs_retry(response: httpx.Response) -> bool:
-    return response.status_code == 401 and 'error="invalid_token"' in response.headers.get("www-authenticate", "")
 
 
 @contextmanager
@@ -68,6 +88,7 @@ class ServiceIdentity(httpx.Auth):
         sync_http_client: httpx.Client | None = None,
         timeout: float = FETCH_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        max_delegated_tokens: int = MAX_DELEGATED_TOKENS,
     ) -> None:
         if issuer is None and token_url is None:
             raise TypeError("ServiceIdentity needs an issuer (for discovery) or a token_url")
@@ -89,7 +110,9 @@ class ServiceIdentity(httpx.Auth):
             retry_pause=RETRY_AFTER_FAILURE,
             clock=clock,
         )
-        self.requests = 0  # token requests sent, for tests and metrics
+        self._delegated = DelegatedTokens(max_delegated_tokens, clock)
+        self.requests = 0  # client_credentials requests sent, for tests and metrics
+        self.exchanges = 0  # token-exchange requests sent, for tests and metrics
 
     def __repr__(self) -> str:  # never let the secret reach a log
         return f"ServiceIdentity(client_id={self.client_id!r}, token_url={self.token_url!r})"
@@ -116,68 +139,224 @@ class ServiceIdentity(httpx.Auth):
 
     async def _fetch(self) -> Fetched[ServiceToken]:
         started = self.clock()
-        with _unreachable_is_unavailable():
-            if self.token_url is None:
-                self.token_url = await self._getter.discover(self._issuer(), "token_endpoint")
-            headers, form = self._token_request()
-            reply = await self._getter.send("POST", self.token_url, headers=headers, content=form)
+        reply = await self._post(self._client_credentials_form())
         return self._accept(reply, started)
 
     def _fetch_sync(self) -> Fetched[ServiceToken]:
         started = self.clock()
+        reply = self._post_sync(self._client_credentials_form())
+        return self._accept(reply, started)
+
+    def _client_credentials_form(self) -> dict[str, str]:
+        self.requests += 1
+        form = {"grant_type": "client_credentials"}
+        if self.scope is not None:
+            form["scope"] = " ".join(self.scope)
+        return form
+
+    def _accept(self, reply: Reply, started: float) -> Fetched[ServiceToken]:
+        body = token_answer(reply, token_type=BEARER)
+        seconds = lifetime(body)
+        token = ServiceToken(
+            access_token=body["access_token"],
+            scope=scope_of(body),
+            obtained_at=started,
+            expires_at=started + seconds,
+            refresh_at=self._refresh_at(started, started + seconds),
+        )
+        return Fetched(token, renew_at=token.refresh_at, expires_at=token.expires_at)
+
+    def _refresh_at(self, started: float, expires_at: float) -> float:
+        """``refresh_before`` ahead of expiry, or half-way through a shorter life."""
+        life = expires_at - started
+        return started + life - min(self.refresh_before, life / 2)
+
+    # --- the token endpoint ---------------------------------------------------------------------------
+
+    async def _post(self, form: dict[str, str]) -> Reply:
+        with _unreachable_is_unavailable():
+            if self.token_url is None:
+                self.token_url = await self._getter.discover(self._issuer(), "token_endpoint")
+            headers, content = self._authenticated(form)
+            return await self._getter.send("POST", self.token_url, headers=headers, content=content)
+
+    def _post_sync(self, form: dict[str, str]) -> Reply:
         with _unreachable_is_unavailable():
             if self.token_url is None:
                 self.token_url = self._getter.discover_sync(self._issuer(), "token_endpoint")
-            headers, form = self._token_request()
-            reply = self._getter.send_sync("POST", self.token_url, headers=headers, content=form)
-        return self._accept(reply, started)
+            headers, content = self._authenticated(form)
+            return self._getter.send_sync("POST", self.token_url, headers=headers, content=content)
 
     def _issuer(self) -> str:
         assert self.issuer is not None  # without a token_url, the constructor asked for an issuer
         return self.issuer
 
-    def _token_request(self) -> tuple[dict[str, str], bytes]:
-        self.requests += 1
-        form = {"grant_type": "client_credentials"}
-        if self.scope is not None:
-            form["scope"] = " ".join(self.scope)
+    def _authenticated(self, form: dict[str, str]) -> tuple[dict[str, str], bytes]:
+        """The headers and body of a token request that authenticates this client (RFC 6749 §2.3.1)."""
         headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
         if self.auth_method == "client_secret_basic":
             pair = f"{quote_plus(self.client_id)}:{quote_plus(self._secret)}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         else:
-            form.update(client_id=self.client_id, client_secret=self._secret)
+            form = {**form, "client_id": self.client_id, "client_secret": self._secret}
         return headers, urlencode(form).encode()
 
-    def _accept(self, reply: Reply, started: float) -> Fetched[ServiceToken]:
-        try:
-            body: Any = reply.json()
-        except FetchError:
-            body = None
-        if reply.status_code != 200:
-            if isinstance(body, dict) and isinstance(body.get("error"), str):
-                description = body.get("error_description")
-                raise TokenRequestError(
-                    body["error"], description if isinstance(description, str) else "", reply.status_code
-                )
-            raise TokenRequestError("server_error", f"token endpoint answered {reply.status_code}", 502)
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("access_token"), str)
-            or str(body.get("token_type", "")).lower() != "bearer"
-        ):
-            raise TokenRequestError("server_error", "token endpoint answered no bearer token", 502)
-        expires_in = body.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, int) and expires_in > 0 else 60.0
-        scope = body.get("scope")
-        token = ServiceToken(
-            access_token=body["access_token"],
-            scope=tuple(scope.split()) if isinstance(scope, str) else (),
-            obtained_at=started,
-            expires_at=started + lifetime,
-            refresh_at=started + lifetime - min(self.refresh_before, lifetime / 2),
+    # --- token exchange (RFC 8693) --------------------------------------------------------------------
+
+    async def exchange(
+        self,
+        subject_token: str,
+        *,
+        audience: str | None = None,
+        scope: Iterable[str] | None = None,
+        requested_token_type: str | None = None,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+    ) -> ExchangedToken:
+        """Exchange ``subject_token`` (by default a user's access token that names this service in its
+        ``aud``) for a token to call ``audience`` with, narrowed to ``scope``. One request, no caching:
+        ``for_user`` is what keeps the exchanged tokens."""
+        form = exchange_form(
+            subject_token,
+            subject_token_type=subject_token_type,
+            audience=audience,
+            scope=scope_values(scope),
+            requested_token_type=requested_token_type,
         )
-        return Fetched(token, renew_at=token.refresh_at, expires_at=token.expires_at)
+        started = self.clock()
+        self.exchanges += 1
+        return exchanged(await self._post(form), started, requested_token_type)
+
+    def exchange_sync(
+        self,
+        subject_token: str,
+        *,
+        audience: str | None = None,
+        scope: Iterable[str] | None = None,
+        requested_token_type: str | None = None,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+    ) -> ExchangedToken:
+        """``exchange`` for synchronous code."""
+        form = exchange_form(
+            subject_token,
+            subject_token_type=subject_token_type,
+            audience=audience,
+            scope=scope_values(scope),
+            requested_token_type=requested_token_type,
+        )
+        started = self.clock()
+        self.exchanges += 1
+        return exchanged(self._post_sync(form), started, requested_token_type)
+
+    def for_user(self, audience: str, *, scope: Iterable[str] | None = None, token: str | None = None) -> httpx.Auth:
+        """An ``httpx.Auth`` that calls ``audience`` for the user: for each request it exchanges the
+        user's token (``token``, else the one of the request being handled) for one addressed to
+        ``audience`` and sends that. Exchanged tokens are kept per user token, audience and scope until
+        shortly before they expire; concurrent calls share one exchange.
+
+            await client.post(url, auth=identity.for_user("tagging"))
+        """
+        if not isinstance(audience, str) or not audience:
+            raise TypeError("audience must be a service id")
+        wanted = scope_values(scope)
+
+        def pick() -> RenewingToken:
+            subject_token = token if token is not None else context.current_token()
+            if subject_token is None:
+                raise RuntimeError("no request token to exchange: call from inside an authenticated request")
+            return self._renewing(ACCESS_TOKEN_TYPE, subject_token, audience, wanted)
+
+        return RenewingBearer(pick)
+
+    # --- deferred delegation --------------------------------------------------------------------------
+
+    async def defer(
+        self,
+        *,
+        scope: Iterable[str] | None = None,
+        job_id: str | None = None,
+        expires_in: int | None = None,
+        token: str | None = None,
+    ) -> str:
+        """A deferred-delegation handle: the user's permissions in ``scope`` (within what this service
+        may defer), for a job to exercise later with ``with_delegation``. ``token`` is the user's access
+        token, else the one of the request being handled. The handle is a secret: store it as one."""
+        form = self._defer_form(scope, job_id, expires_in, token)
+        started = self.clock()
+        self.exchanges += 1
+        return exchanged(await self._post(form), started, DEFERRED_DELEGATION_TYPE).access_token
+
+    def defer_sync(
+        self,
+        *,
+        scope: Iterable[str] | None = None,
+        job_id: str | None = None,
+        expires_in: int | None = None,
+        token: str | None = None,
+    ) -> str:
+        """``defer`` for synchronous code."""
+        form = self._defer_form(scope, job_id, expires_in, token)
+        started = self.clock()
+        self.exchanges += 1
+        return exchanged(self._post_sync(form), started, DEFERRED_DELEGATION_TYPE).access_token
+
+    def _defer_form(
+        self, scope: Iterable[str] | None, job_id: str | None, expires_in: int | None, token: str | None
+    ) -> dict[str, str]:
+        subject_token = token if token is not None else context.current_token()
+        if subject_token is None:
+            raise RuntimeError("no request token to defer: call from inside an authenticated request")
+        if expires_in is not None and (
+            isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in < 1
+        ):
+            raise ValueError("expires_in is a positive number of seconds")
+        form = exchange_form(subject_token, scope=scope_values(scope), requested_token_type=DEFERRED_DELEGATION_TYPE)
+        if job_id is not None:
+            form["job_id"] = job_id
+        if expires_in is not None:
+            form["expires_in"] = str(expires_in)
+        return form
+
+    def with_delegation(
+        self, handle: str, *, audience: str | None = None, scope: Iterable[str] | None = None
+    ) -> httpx.Auth:
+        """An ``httpx.Auth`` that acts for the user a deferred-delegation ``handle`` names: it redeems
+        the handle for a short-lived access token, keeps it until shortly before it expires, and
+        redeems the handle again when needed (one request for concurrent calls)."""
+        if not isinstance(handle, str) or not handle:
+            raise TypeError("handle must be the string that defer returned")
+        wanted = scope_values(scope)
+        return RenewingBearer(lambda: self._renewing(DEFERRED_DELEGATION_TYPE, handle, audience, wanted))
+
+    def _renewing(
+        self, subject_token_type: str, subject_token: str, audience: str | None, scope: tuple[str, ...] | None
+    ) -> RenewingToken:
+        """The kept token exchanged from ``subject_token`` for ``audience`` and ``scope``."""
+        key = (
+            subject_token_type,
+            token_hash(subject_token),
+            audience,
+            None if scope is None else frozenset(scope),
+        )
+
+        def kept(token: ExchangedToken, started: float) -> Fetched[ExchangedToken]:
+            return Fetched(token, renew_at=self._refresh_at(started, token.expires_at), expires_at=token.expires_at)
+
+        async def fetch() -> Fetched[ExchangedToken]:
+            started = self.clock()
+            token = await self.exchange(
+                subject_token, audience=audience, scope=scope, subject_token_type=subject_token_type
+            )
+            return kept(token, started)
+
+        def fetch_sync() -> Fetched[ExchangedToken]:
+            started = self.clock()
+            token = self.exchange_sync(
+                subject_token, audience=audience, scope=scope, subject_token_type=subject_token_type
+            )
+            return kept(token, started)
+
+        what = f"the token of {self.client_id} for {audience or 'its audience'}"
+        return self._delegated.get(key, lambda: RenewingToken(what, fetch, fetch_sync, self.clock))
 
     # --- httpx.Auth -----------------------------------------------------------------------------------
 
@@ -185,7 +364,7 @@ class ServiceIdentity(httpx.Auth):
         token = await self.token()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
-        if _needs_retry(response) and _replayable(request):
+        if needs_retry(response) and replayable(request):
             await response.aread()
             request.headers["Authorization"] = f"Bearer {await self.token(stale=token)}"
             yield request
@@ -194,28 +373,21 @@ class ServiceIdentity(httpx.Auth):
         token = self.sync_token()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
-        if _needs_retry(response) and _replayable(request):
+        if needs_retry(response) and replayable(request):
             response.read()
             request.headers["Authorization"] = f"Bearer {self.sync_token(stale=token)}"
             yield request
 
     async def aclose(self) -> None:
-        """Cancel a token request under way; the identity stays usable."""
+        """Cancel the token requests under way; the identity stays usable."""
         await self._token.aclose()
+        await self._delegated.aclose()
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-def _replayable(request: httpx.Request) -> bool:
-    try:
-        request.content  # noqa: B018 - raises when the body was a one-shot stream
-    except httpx.RequestNotRead:
-        return False
-    return True
 
 
 class ForwardedToken(httpx.Auth):

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from chit.core.claims import AccessTokenClaims
 from chit.core.ids import unique_id
 from chit.core.jwt import AccessTokenDecoder, VerificationKey, encode_access_token, verification_key
 from chit.errors import InvalidTokenError
 from chit.policy.permissions import Permission, audience
+from chit.policy.principals import actors_from_claim
 from chit.server.audit import AuditLog
 from chit.server.config import Settings
 from chit.server.revocations import Revocations
 from chit.storage.engine import create_database_engine
 from chit.storage.keyfiles import KeyStore, LoadedKeys
-from chit.storage.records import API_KEY_PREFIX, Client
+from chit.storage.records import API_KEY_PREFIX, DELEGATION_PREFIX, Client
 from chit.storage.sql.store import Store
 
 KEY_RELOAD_INTERVAL = 1.0  # seconds between checks of the key set file for a rotation
@@ -80,20 +82,27 @@ class AuthServer:
         client: Client,
         permissions: Iterable[Permission],
         session_id: str | None = None,
+        act: Mapping[str, Any] | None = None,
+        aud: Sequence[str] | None = None,
+        not_after: int | None = None,
     ) -> IssuedAccessToken:
         """``session_id`` names what the token descends from, so that revoking it revokes the token:
-        a refresh-token family (``rtf_…``) or an API key (``key_…``); it travels as ``sid``."""
+        a refresh-token family (``rtf_…``), an API key (``key_…``) or a deferred delegation (``dlg_…``);
+        it travels as ``sid``. A delegated token carries ``act``, may be addressed to fewer services
+        than its permissions name (``aud``), and never outlives what it came from (``not_after``)."""
         perms = sorted(set(permissions))
         now = self.now()
+        exp = now + self.settings.access_token_ttl
         claims = AccessTokenClaims(
             iss=self.settings.issuer,
             sub=subject,
-            aud=tuple(audience(perms)),
-            exp=now + self.settings.access_token_ttl,
+            aud=tuple(aud) if aud else tuple(audience(perms)),
+            exp=exp if not_after is None else min(exp, not_after),
             iat=now,
             jti=unique_id(),
             client_id=client.client_id,
             scope=tuple(str(p) for p in perms),
+            act=act,
             sid=session_id,
         )
         key = self.keys().ring.signing_key(self.now_datetime())
@@ -128,6 +137,8 @@ class AuthServer:
         client = store.client_by_client_id(claims.client_id)
         if client is None or client.disabled:
             return False
+        if claims.act is not None and not self.actors_enabled(claims.act):
+            return False
         if claims.sub != client.id:
             user = store.user_by_id(claims.sub)
             if user is None:  # a service account's API key, exchanged by another client (the edge)
@@ -137,8 +148,23 @@ class AuthServer:
                 return False
         return True
 
+    def actors_enabled(self, act: Mapping[str, Any]) -> bool:
+        """Every service in a delegation chain still exists and is enabled: disabling one ends its chains."""
+        try:
+            chain = actors_from_claim(act)
+        except InvalidTokenError:
+            return False
+        for actor in chain:
+            client = self.store.client_by_client_id(actor.client_id) if actor.client_id else None
+            if client is None or client.disabled:
+                return False
+        return True
+
     def session_is_active(self, session_id: str) -> bool:
-        """Whether a token's ``sid`` (a refresh-token family or an API key) still stands."""
+        """Whether a token's ``sid`` (a refresh-token family, an API key or a deferred delegation) still stands."""
+        if session_id.startswith(DELEGATION_PREFIX):
+            delegation = self.store.delegation(session_id)
+            return delegation is not None and delegation.revoked_at is None and delegation.expires_at > self.now()
         if session_id.startswith(API_KEY_PREFIX):
             key = self.store.api_key(session_id)
             if key is None or key.revoked_at is not None:

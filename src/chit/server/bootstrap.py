@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from chit.errors import ConfigurationError, ConflictError
+from chit.policy import administration as rules
 from chit.policy.permissions import CHIT_SERVICE
 from chit.server.authserver import AuthServer
 from chit.server.config import Settings
@@ -144,6 +145,11 @@ def _create_super_admin(server: AuthServer) -> str | None:
     if not store.role_exists(SUPER_ADMIN_ROLE):
         with contextlib.suppress(ConflictError):  # another process created it first
             store.create_role(SUPER_ADMIN_ROLE, [SUPER_ADMIN_PERMISSION], now, "Everything the auth server can do")
+    if not store.role_exists(rules.IMPERSONATE_ROLE):
+        with contextlib.suppress(ConflictError):
+            store.create_role(
+                rules.IMPERSONATE_ROLE, [str(rules.IMPERSONATE)], now, rules.CHIT_PERMISSIONS[rules.IMPERSONATE_ROLE]
+            )
     if store.client_by_client_id(FIRST_PARTY_CLIENT) is None:
         with contextlib.suppress(ConflictError):
             store.create_client(

@@ -42,6 +42,9 @@ class Settings:
     max_lock_seconds: int = 15 * 60
     # the longest a request waits for a database lock another session holds, then 503 + Retry-After
     db_lock_timeout_ms: int = 750
+    # delegation (DESIGN §4): actors a chain may hold; the longest a deferred delegation may live
+    max_delegation_depth: int = 4
+    max_deferred_ttl: int = 7 * 24 * 3600
 
     @property
     def key_retention(self) -> int:
@@ -111,6 +114,8 @@ TUNING_ENV = {
     "CHIT_LOCK_SECONDS": "lock_seconds",
     "CHIT_MAX_LOCK_SECONDS": "max_lock_seconds",
     "CHIT_DB_LOCK_TIMEOUT_MS": "db_lock_timeout_ms",
+    "CHIT_MAX_DELEGATION_DEPTH": "max_delegation_depth",
+    "CHIT_MAX_DEFERRED_TTL": "max_deferred_ttl",
 }
 
 

@@ -75,9 +75,26 @@ def format_api_key(key_id: str, secret: str) -> str:
 
 
 def parse_api_key(presented: str) -> tuple[str, str] | None:
-    if not presented.startswith(API_KEY_PREFIX):
+    return _parse_handle(presented, API_KEY_PREFIX)
+
+
+DEFERRED_DELEGATION_PREFIX = "chit_dd_"
+
+
+def format_deferred_delegation(delegation_id: str, secret: str) -> str:
+    """``chit_dd_<delegation id>.<secret>``, shaped like an API key for the same reasons."""
+    return f"{DEFERRED_DELEGATION_PREFIX}{delegation_id}.{secret}"
+
+
+def parse_deferred_delegation(presented: str) -> tuple[str, str] | None:
+    return _parse_handle(presented, DEFERRED_DELEGATION_PREFIX)
+
+
+def _parse_handle(presented: str, prefix: str) -> tuple[str, str] | None:
+    """The id and secret of ``<prefix><id>.<secret>``, or None when it is not shaped so."""
+    if not presented.startswith(prefix):
         return None
-    key_id, sep, secret = presented[len(API_KEY_PREFIX) :].partition(".")
-    if not sep or not key_id or not secret:
+    handle_id, sep, secret = presented[len(prefix) :].partition(".")
+    if not sep or not handle_id or not secret or len(handle_id) > 40:
         return None
-    return key_id, secret
+    return handle_id, secret

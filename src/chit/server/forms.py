@@ -7,6 +7,7 @@ refuse what the RFC forbids (repeated parameters) and what it must not guess at 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import unquote_to_bytes
 
 from chit.errors import InvalidRequestError
@@ -16,6 +17,8 @@ MAX_PARAMETER = 4 * 1024
 MAX_TOKEN_PARAMETER = 16 * 1024
 MAX_SCOPE_VALUES = 100
 TOKEN_PARAMETERS = frozenset({"token", "refresh_token", "subject_token", "actor_token", "assertion"})
+REPEATABLE = frozenset({"audience", "resource"})  # RFC 8693 §2.1: these may be given more than once
+MAX_TARGETS = 20
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
@@ -57,7 +60,14 @@ def parse_form(body: bytes) -> dict[str, str]:
         value = _decode(raw_value, f"parameter {name[:40]!r}")
         if len(value.encode()) > limit:
             raise InvalidRequestError(f"parameter {name[:40]!r} is longer than {limit} bytes")
-        if name in params:
+        if name in REPEATABLE:
+            if " " in value:
+                raise InvalidRequestError(f"each {name} value is one service id or URI, without spaces")
+            if value and name in params:
+                value = f"{params[name]} {value}"  # repeated values travel space-separated (see ``targets``)
+            if value.count(" ") >= MAX_TARGETS:
+                raise InvalidRequestError(f"more than {MAX_TARGETS} {name} values")
+        elif name in params:
             raise InvalidRequestError(f"parameter {name[:40]!r} is repeated")
         params[name] = value
     return {k: v for k, v in params.items() if v != ""}
@@ -73,3 +83,13 @@ def split_scope(scope: str | None) -> list[str] | None:
     if len(values) > MAX_SCOPE_VALUES:
         raise InvalidRequestError(f"more than {MAX_SCOPE_VALUES} scope values")
     return values
+
+
+def targets(params: Mapping[str, str]) -> list[str]:
+    """Every ``audience`` and ``resource`` value of a token exchange (RFC 8693 §2.1), in order."""
+    found: list[str] = []
+    for name in ("audience", "resource"):
+        value = params.get(name)
+        if value:
+            found += value.split(" ")
+    return found

@@ -15,6 +15,7 @@ from chit.storage.records import (
     ApiKeyRecord,
     AuditRecord,
     Client,
+    DelegationRecord,
     RefreshRecord,
     Registration,
     ServiceRecord,
@@ -140,6 +141,28 @@ class ApiKeyStore(Protocol):
     def touch_api_key(self, key_id: str, now: int) -> None: ...
 
 
+class DelegationStore(Protocol):
+    """Deferred delegations: a service may act for a user later, within a scope, until they expire."""
+
+    def create_delegation(self, record: DelegationRecord, *, max_active: int, now: int) -> None:
+        """Store it; ``RefusedError`` when the service already holds ``max_active`` live ones for the user."""
+        ...
+
+    def delegation(self, delegation_id: str) -> DelegationRecord | None: ...
+
+    def delegations(
+        self, subject_id: str | None = None, *, client_id: str | None = None, ids: Iterable[str] | None = None
+    ) -> list[DelegationRecord]: ...
+
+    def redeemed(self, delegation_id: str, now: int) -> bool:
+        """Count a redemption; False when the delegation was revoked or expired meanwhile."""
+        ...
+
+    def revoke_delegation(self, delegation_id: str, now: int) -> bool:
+        """False if revoked already; ``NotFoundError`` if unknown."""
+        ...
+
+
 class SessionStore(Protocol):
     """Refresh-token families and their rotating tokens."""
 
@@ -232,6 +255,7 @@ class Storage(
     ServiceStore,
     GrantStore,
     ApiKeyStore,
+    DelegationStore,
     SessionStore,
     RevokedTokenStore,
     ThrottleStore,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 USER_ID_PREFIX = "usr_"
 CLIENT_ID_PREFIX = "cli_"
 API_KEY_PREFIX = "key_"
+DELEGATION_PREFIX = "dlg_"
 
 
 def new_id(prefix: str) -> str:
@@ -97,6 +98,28 @@ class ApiKeyRecord:
     expires_at: int | None
     last_used_at: int | None
     revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DelegationRecord:
+    """A deferred delegation: ``client_id`` may act for ``subject_id`` later, within ``scope``, until
+    ``expires_at``; ``act`` is the chain of the token it was made from (JSON of its ``act`` claim)."""
+
+    id: str
+    subject_id: str
+    client_id: str
+    secret_hash: str
+    scope: frozenset[str]
+    job_id: str | None
+    act: str | None
+    created_at: int
+    expires_at: int
+    revoked_at: int | None = None
+    last_used_at: int | None = None
+    redemptions: int = 0
+
+    def __repr__(self) -> str:  # the hash stays out of logs
+        return f"DelegationRecord(id={self.id!r}, subject_id={self.subject_id!r}, client_id={self.client_id!r})"
 
 
 @dataclass(frozen=True, slots=True)

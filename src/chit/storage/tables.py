@@ -156,6 +156,24 @@ api_keys = Table(
     Index("ix_api_keys_owner_id", "owner_id"),
 )
 
+delegations = Table(
+    "delegations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("subject_id", String(40), nullable=False),  # the user the service will act for
+    Column("client_id", String(64), nullable=False),  # the service (its client id) that alone redeems it
+    Column("secret_hash", String(64), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("job_id", String(200), nullable=True),
+    Column("act", Text, nullable=True),  # the act claim (JSON) of the token it was made from
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("redemptions", Integer, nullable=False, default=0),
+    Index("ix_delegations_subject_id", "subject_id"),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

@@ -23,7 +23,7 @@ from chit.server.audit import FAILURE, SUCCESS, AuditEvent
 from chit.server.authserver import AuthServer
 from chit.server.client_auth import authenticate_client
 from chit.server.forms import check_content_type, parse_form
-from chit.server.grants.base import Grant, TokenRequest
+from chit.server.grants.base import Grant, IssuedHandle, TokenRequest
 from chit.server.grants.client_credentials import ClientCredentialsGrant
 from chit.server.grants.password import PasswordGrant
 from chit.server.grants.refresh_token import RefreshTokenGrant
@@ -80,15 +80,28 @@ class TokenEndpoint:
         except DatabaseBusyError:
             raise  # not the client's fault: nothing to audit, the caller answers 503 or retries in a thread
         except OAuth2Error as exc:
-            request.event("token.refused", FAILURE, detail={"grant_type": grant_type[:80], "error": exc.error})
+            context = request.context
+            request.event(
+                "token.refused",
+                FAILURE,
+                subject=context.subject,
+                actors=context.actors,
+                detail={**context.detail, "grant_type": grant_type[:80], "error": exc.error},
+            )
             return TokenOutcome(None, exc, request.events)
-        claims = issued.access.claims
+        context = request.context
+        if isinstance(issued, IssuedHandle):
+            subject, token_id, scope, session = issued.subject, issued.id, issued.scope, None
+        else:
+            claims = issued.access.claims
+            subject, token_id, scope, session = claims.sub, claims.jti, claims.scope, claims.sid
         request.event(
             "token.issued",
             SUCCESS,
-            subject=claims.sub,
-            token_id=claims.jti,
-            detail={"grant_type": grant_type, "scope": " ".join(claims.scope), "session": claims.sid},
+            subject=subject,
+            actors=context.actors,
+            token_id=token_id,
+            detail={**context.detail, "grant_type": grant_type, "scope": " ".join(scope), "session": session},
         )
         return TokenOutcome(issued.response(), None, request.events)
 

@@ -18,6 +18,15 @@ from chit.server.forms import split_scope
 from chit.storage.records import Client
 
 
+@dataclass
+class RequestContext:
+    """Who a token request concerns beyond its client, for its audit event, even when it is refused."""
+
+    subject: str | None = None
+    actors: tuple[str, ...] = ()  # the delegation chain of the token asked for, current actor first
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class TokenRequest:
     params: Mapping[str, str]
@@ -26,6 +35,8 @@ class TokenRequest:
     request_id: str = ""
     # events a grant records besides the endpoint's own issued/refused event (e.g. a failed login)
     events: list[AuditEvent] = field(default_factory=list)
+    # what the endpoint's issued/refused event names, as the grant learns it: the delegation chain, a job id
+    context: RequestContext = field(default_factory=RequestContext)
 
     def event(self, type: str, outcome: str, **values: Any) -> None:
         self.events.append(
@@ -62,12 +73,34 @@ class IssuedTokens:
         return body
 
 
+@dataclass(frozen=True)
+class IssuedHandle:
+    """An opaque credential a token exchange answers instead of an access token (a deferred delegation)."""
+
+    token: str
+    id: str  # what the audit log names instead of the secret
+    subject: str
+    expires_in: int
+    scope: tuple[str, ...]
+    issued_token_type: str
+
+    def response(self) -> dict[str, Any]:
+        """RFC 8693 §2.2.1: ``token_type`` ``N_A``, the handle is no bearer access token."""
+        return {
+            "access_token": self.token,
+            "issued_token_type": self.issued_token_type,
+            "token_type": "N_A",
+            "expires_in": self.expires_in,
+            "scope": " ".join(self.scope),
+        }
+
+
 class Grant(Protocol):
     grant_type: ClassVar[str]
 
     def __init__(self, server: AuthServer) -> None: ...
 
-    def issue(self, request: TokenRequest) -> IssuedTokens: ...
+    def issue(self, request: TokenRequest) -> IssuedTokens | IssuedHandle: ...
 
 
 def requested_scope(params: Mapping[str, str]) -> frozenset[Permission] | None:

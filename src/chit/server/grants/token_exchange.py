@@ -1,29 +1,36 @@
-"""Token exchange (RFC 8693), for now of one subject token type: chit API keys.
+"""Token exchange (RFC 8693): what the subject token is decides what the exchange does.
 
-A bot presents its API key at the edge; a trusted client (the gateway, holding
-``chit:api-keys:exchange``) exchanges it here for a short-lived access token, so that services only
-ever see one kind of token. The token carries the key's scope ∩ what its owner holds now, narrowed
-by ``scope``; no refresh token. Delegated exchange (``actor_token``, ``act`` chains) comes with the
-delegation work and is refused until then.
+- an API key (``urn:chit:token-type:api-key``), exchanged by the gateway: ``api_key_exchange``;
+- a user's access token (``...:access_token`` or ``...:jwt``), exchanged by a service acting for the
+  user now (``delegation``) or, with ``requested_token_type=urn:chit:token-type:deferred-delegation``,
+  for later (``deferred``);
+- a deferred-delegation handle, redeemed by the service it was issued to (``deferred``);
+- no subject token but ``requested_subject``: impersonation (``delegation``).
+
+An ``actor_token``, when sent, must be the exchanging client's own access token; the issued ``act`` is
+always the authenticated client, whatever else the request carries.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from chit.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
-from chit.policy import administration as rules
-from chit.policy.permissions import intersect, parse_all
-from chit.policy.scopes import parse_permissions, select_scope
-from chit.server.audit import SUCCESS
+from chit.errors import InvalidRequestError
 from chit.server.authserver import AuthServer
-from chit.server.credentials import parse_api_key, secret_matches
-from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
+from chit.server.grants import deferred
+from chit.server.grants.api_key_exchange import API_KEY_TOKEN_TYPE, exchange_api_key
+from chit.server.grants.base import IssuedHandle, IssuedTokens, TokenRequest
+from chit.server.grants.delegation import (
+    ACCESS_TOKEN_TYPE,
+    ACCESS_TOKEN_TYPES,
+    check_actor_token,
+    delegate_now,
+    impersonate,
+)
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
-API_KEY_TOKEN_TYPE = "urn:chit:token-type:api-key"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-EXCHANGE_API_KEYS = "chit:api-keys:exchange"
+BISCUIT_TOKEN_TYPE = "urn:chit:token-type:biscuit"
+SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, deferred.DEFERRED_TOKEN_TYPE, API_KEY_TOKEN_TYPE)
 
 
 class TokenExchangeGrant:
@@ -32,50 +39,34 @@ class TokenExchangeGrant:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
 
-    def issue(self, request: TokenRequest) -> IssuedTokens:
+    def issue(self, request: TokenRequest) -> IssuedTokens | IssuedHandle:
+        params = request.params
+        requested_type = params.get("requested_token_type", ACCESS_TOKEN_TYPE)
+        if requested_type not in ACCESS_TOKEN_TYPES and requested_type != deferred.DEFERRED_TOKEN_TYPE:
+            raise InvalidRequestError(
+                f"unsupported requested_token_type; supported: {ACCESS_TOKEN_TYPE}, {deferred.DEFERRED_TOKEN_TYPE}"
+            )
+        check_actor_token(self.server, request)
+        if "requested_subject" in params:
+            if "subject_token" in params or "subject_token_type" in params:
+                raise InvalidRequestError("impersonation names requested_subject and sends no subject_token")
+            self._only_access_token(requested_type, "impersonation")
+            return impersonate(self.server, request, params["requested_subject"])
         subject_token = request.require("subject_token")
         subject_type = request.require("subject_token_type")
-        requested_type = request.params.get("requested_token_type", ACCESS_TOKEN_TYPE)
-        if requested_type != ACCESS_TOKEN_TYPE:
-            raise InvalidRequestError(f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
-        if "actor_token" in request.params or "actor_token_type" in request.params:
-            raise InvalidRequestError("actor tokens are not supported")
-        if subject_type != API_KEY_TOKEN_TYPE:
-            raise InvalidRequestError(f"unsupported subject_token_type; supported: {API_KEY_TOKEN_TYPE}")
-        wanted = requested_scope(request.params)
-        store = self.server.store
-        client = request.client
-        client_perms = parse_permissions(client.scope or ()) | parse_permissions(store.permissions_of(client.id))
-        if not rules.holds(client_perms, EXCHANGE_API_KEYS):
-            raise UnauthorizedClientError(f"exchanging API keys needs {EXCHANGE_API_KEYS}")
+        if subject_type in ACCESS_TOKEN_TYPES:
+            if requested_type == deferred.DEFERRED_TOKEN_TYPE:
+                return deferred.create(self.server, request, subject_token)
+            return delegate_now(self.server, request, subject_token)
+        if subject_type == deferred.DEFERRED_TOKEN_TYPE:
+            self._only_access_token(requested_type, "a deferred delegation")
+            return deferred.redeem(self.server, request, subject_token)
+        if subject_type == API_KEY_TOKEN_TYPE:
+            self._only_access_token(requested_type, "an API key")
+            return exchange_api_key(self.server, request, subject_token)
+        raise InvalidRequestError(f"unsupported subject_token_type; supported: {', '.join(SUBJECT_TOKEN_TYPES)}")
 
-        parsed = parse_api_key(subject_token)
-        record = store.api_key(parsed[0]) if parsed else None
-        now = self.server.now()
-        if parsed is None or record is None or not secret_matches(parsed[1], record.secret_hash):
-            raise InvalidGrantError("the API key is invalid")
-        if record.revoked_at is not None or (record.expires_at is not None and record.expires_at <= now):
-            raise InvalidGrantError("the API key is revoked or expired")
-        owner_client = store.client_by_pk(record.owner_id)
-        owner_user = None if owner_client else store.user_by_id(record.owner_id)
-        if (owner_client is None or owner_client.disabled) and (owner_user is None or owner_user.disabled):
-            raise InvalidGrantError("the API key's owner is disabled or gone")
-        if owner_user is not None and record.created_at < owner_user.revoked_before:
-            raise InvalidGrantError("the API key is revoked or expired")  # created before its owner was disabled
-        held = parse_permissions(store.permissions_of(record.owner_id))
-        if owner_client is not None:
-            held |= parse_permissions(owner_client.scope or ())
-        granted = select_scope(intersect(held, parse_all(record.scope)), wanted)
-        store.touch_api_key(record.id, now)
-        # the key's id as sid: revoking the key revokes every token exchanged from it
-        issued = self.server.issue_access_token(
-            subject=record.owner_id, client=client, permissions=granted, session_id=record.id
-        )
-        request.event(
-            "api_key.exchanged",
-            SUCCESS,
-            subject=record.owner_id,
-            token_id=issued.claims.jti,
-            detail={"key_id": record.id},
-        )
-        return IssuedTokens(issued, issued_token_type=ACCESS_TOKEN_TYPE)
+    @staticmethod
+    def _only_access_token(requested_type: str, what: str) -> None:
+        if requested_type not in ACCESS_TOKEN_TYPES:
+            raise InvalidRequestError(f"{what} is exchanged for an access token only")

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chit.errors import ConflictError, NotFoundError, RefusedError
+from chit.policy.administration import TOKEN_EXCHANGE_GRANT
 from chit.policy.manifest import Manifest
 from chit.storage import tables as t
 from chit.storage.records import (
@@ -156,15 +157,18 @@ class Services(Grants):
                     client_id=service_id,
                     secret_hash=secret_hash,
                     public=False,
-                    grant_types="client_credentials",
+                    grant_types=_join(_service_grants(manifest)),
                     scope=_join(manifest.needs),
                     disabled=False,
                     created_at=now,
                 )
             )
         else:
+            grants = (set(client.grant_types.split()) - {TOKEN_EXCHANGE_GRANT}) | _service_grants(manifest)
             conn.execute(
-                update(t.clients).where(t.clients.c.client_id == service_id).values(scope=_join(manifest.needs))
+                update(t.clients)
+                .where(t.clients.c.client_id == service_id)
+                .values(scope=_join(manifest.needs), grant_types=_join(grants))
             )
         return Registration(created=existing is None, changed=True, client_created=client_created)
 
@@ -226,3 +230,8 @@ class Services(Grants):
                 }
                 for r in conn.execute(select(t.roles).order_by(t.roles.c.name))
             ]
+
+
+def _service_grants(manifest: Manifest) -> set[str]:
+    """A service's own client acts as itself; with ``[on_behalf]`` permissions, for users too (DESIGN §4)."""
+    return {"client_credentials", TOKEN_EXCHANGE_GRANT} if manifest.on_behalf else {"client_credentials"}

@@ -6,6 +6,7 @@ from chit.storage.base import Storage
 from chit.storage.sql.api_keys import ApiKeys
 from chit.storage.sql.audit import Audit
 from chit.storage.sql.clients import Clients
+from chit.storage.sql.delegations import Delegations
 from chit.storage.sql.grants import Grants
 from chit.storage.sql.revoked_tokens import RevokedTokens
 from chit.storage.sql.services import Services
@@ -14,7 +15,7 @@ from chit.storage.sql.throttle import Throttle
 from chit.storage.sql.users import Users
 
 
-class Store(Users, Clients, Services, Grants, ApiKeys, Sessions, RevokedTokens, Throttle, Audit):
+class Store(Users, Clients, Services, Grants, ApiKeys, Delegations, Sessions, RevokedTokens, Throttle, Audit):
     """Every aggregate on one engine; each method is one transaction."""
 
 
