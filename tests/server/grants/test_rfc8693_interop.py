@@ -93,7 +93,7 @@ def test_authlib_exchanges_and_pyjwt_verifies_the_chain(chit: ChitServer) -> Non
 
 
 def test_authlib_sees_the_rfc_error_of_a_refused_exchange(chit: ChitServer) -> None:
-    with OAuth2Client("tagging", chit.tagging_secret, timeout=30) as client:  # type: ignore[attr-defined]
-        with pytest.raises(OAuthError) as refused:
-            client.fetch_token(chit.token_url, grant_type=EXCHANGE, subject_token="garbage", subject_token_type=ACCESS)
+    client = OAuth2Client("tagging", chit.tagging_secret, timeout=30)  # type: ignore[attr-defined]
+    with client, pytest.raises(OAuthError) as refused:
+        client.fetch_token(chit.token_url, grant_type=EXCHANGE, subject_token="garbage", subject_token_type=ACCESS)
     assert refused.value.error == "invalid_request"
