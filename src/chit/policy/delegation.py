@@ -8,7 +8,7 @@ exercise for users (its manifest's ``[on_behalf]``) ∩ what the user holds now 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from chit.errors import InvalidRequestError, InvalidScopeError, InvalidTargetError, InvalidTokenError
@@ -66,18 +66,18 @@ def delegated_permissions(
 
 
 def narrowed_audience(
-    permissions: Iterable[Permission], targets: Sequence[str], registered: Iterable[str]
+    permissions: Iterable[Permission], targets: Sequence[str], is_registered: Callable[[str], bool]
 ) -> tuple[str, ...] | None:
     """The token's audience: None (the services its permissions name) when no target was named; else the
-    named targets, each a registered service that one of the permissions names (else ``invalid_target``)."""
+    named targets, each a service one of the permissions names (else ``invalid_target``, which says
+    whether the service is unknown: ``is_registered`` is asked then only)."""
     if not targets:
         return None
     named = {p.service for p in permissions}
-    known = set(registered)
     for target in targets:
-        if target not in known:
-            raise InvalidTargetError(f"no registered service {target[:100]!r}")
         if target not in named:
+            if not is_registered(target):
+                raise InvalidTargetError(f"no registered service {target[:100]!r}")
             raise InvalidTargetError(
                 f"the delegated scope ({format_scope(permissions)}) names no permission of {target!r}"
             )

@@ -5,10 +5,14 @@ Framework-free: the grants (``chit.server.grants``) read the request and the sto
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from chit.errors import InvalidPermissionError, InvalidScopeError
 from chit.policy.permissions import Permission, covers_all, format_scope, intersect
+
+# Stored permissions repeat on every request (a user's grants, a manifest's lists): parse each once.
+_parse = functools.lru_cache(maxsize=8192)(Permission.parse)
 
 
 def parse_permissions(texts: Iterable[str]) -> frozenset[Permission]:
@@ -16,7 +20,7 @@ def parse_permissions(texts: Iterable[str]) -> frozenset[Permission]:
     result = set()
     for text in texts:
         try:
-            result.add(Permission.parse(text))
+            result.add(_parse(text))
         except InvalidPermissionError:
             continue
     return frozenset(result)

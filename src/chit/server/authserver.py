@@ -24,7 +24,7 @@ from chit.server.config import Settings
 from chit.server.revocations import Revocations
 from chit.storage.engine import create_database_engine
 from chit.storage.keyfiles import KeyStore, LoadedKeys
-from chit.storage.records import API_KEY_PREFIX, DELEGATION_PREFIX, Client
+from chit.storage.records import API_KEY_PREFIX, DELEGATION_PREFIX, Client, User
 from chit.storage.sql.store import Store
 
 KEY_RELOAD_INTERVAL = 1.0  # seconds between checks of the key set file for a rotation
@@ -127,26 +127,31 @@ class AuthServer:
         return decoder.decode(token, self._verification_key, self.clock(), check_times=verify_exp)
 
     def access_token_is_active(self, claims: AccessTokenClaims) -> bool:
-        """Not revoked, nor what it descends from (its session or API key); its subject and client
-        still enabled, and the subject not disabled since it was issued."""
+        """Not revoked, nor what it descends from (its session, API key or deferred delegation); its
+        subject, its client and every actor of its chain still enabled, the subject not disabled since."""
+        return self.active_subject(claims) is not None
+
+    def active_subject(self, claims: AccessTokenClaims) -> User | Client | None:
+        """The subject of an active access token (a user, or a service account), else None."""
         store = self.store
         if store.is_access_token_revoked(claims.jti):
-            return False
+            return None
         if claims.sid is not None and not self.session_is_active(claims.sid):
-            return False
+            return None
         client = store.client_by_client_id(claims.client_id)
         if client is None or client.disabled:
-            return False
+            return None
         if claims.act is not None and not self.actors_enabled(claims.act):
-            return False
-        if claims.sub != client.id:
-            user = store.user_by_id(claims.sub)
-            if user is None:  # a service account's API key, exchanged by another client (the edge)
-                account = store.client_by_pk(claims.sub)
-                return account is not None and not account.disabled
-            if user.disabled or claims.iat < user.revoked_before:
-                return False
-        return True
+            return None
+        if claims.sub == client.id:
+            return client
+        user = store.user_by_id(claims.sub)
+        if user is None:  # a service account's API key, exchanged by another client (the edge)
+            account = store.client_by_pk(claims.sub)
+            return account if account is not None and not account.disabled else None
+        if user.disabled or claims.iat < user.revoked_before:
+            return None
+        return user
 
     def actors_enabled(self, act: Mapping[str, Any]) -> bool:
         """Every service in a delegation chain still exists and is enabled: disabling one ends its chains."""

@@ -8,6 +8,7 @@ for a grant that only reads, redo the request in a thread.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from chit.server.grants.base import Grant, IssuedHandle, TokenRequest
 from chit.server.grants.client_credentials import ClientCredentialsGrant
 from chit.server.grants.password import PasswordGrant
 from chit.server.grants.refresh_token import RefreshTokenGrant
-from chit.server.grants.token_exchange import TokenExchangeGrant
+from chit.server.grants.token_exchange import GRANT_TYPE, TokenExchangeGrant, exchange_only_reads
 
 GRANTS: tuple[type[Grant], ...] = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant, TokenExchangeGrant)
 KNOWN_GRANT_TYPES = frozenset(g.grant_type for g in GRANTS)
@@ -37,6 +38,11 @@ class TokenEndpoint:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
         self.grants: dict[str, Grant] = {g.grant_type: g(server) for g in GRANTS}
+
+    @staticmethod
+    def only_reads(grant_type: str, params: Mapping[str, str]) -> bool:
+        """Whether the request only reads the database (so it may run on an event loop, see app.py)."""
+        return grant_type == "client_credentials" or (grant_type == GRANT_TYPE and exchange_only_reads(params))
 
     @property
     def grant_types(self) -> list[str]:

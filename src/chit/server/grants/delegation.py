@@ -91,12 +91,12 @@ def subject_token_claims(server: AuthServer, request: TokenRequest, token: str) 
     request.context.detail["subject_token"] = claims.jti
     if client.client_id not in claims.aud:
         raise InvalidRequestError(f"the subject_token is not addressed to {client.client_id} (its aud)")
-    if not server.access_token_is_active(claims):
+    subject = server.active_subject(claims)
+    if subject is None:
         raise InvalidRequestError("the subject_token is revoked")
-    user = server.store.user_by_id(claims.sub)
-    if user is None:
+    if not isinstance(subject, User):
         raise InvalidRequestError("the subject_token is not a user's: a service account acts as itself")
-    return claims, user
+    return claims, subject
 
 
 def issue_delegated(
@@ -122,9 +122,9 @@ def issue_delegated(
     permissions = delegation.delegated_permissions(
         [parse_permissions(limit), *caps, held], requested_scope(request.params)
     )
-    wanted = targets(request.params)
-    registered = [s.id for s in server.store.services()] if wanted else []
-    aud = delegation.narrowed_audience(permissions, wanted, registered)
+    aud = delegation.narrowed_audience(
+        permissions, targets(request.params), lambda target: server.store.service(target) is not None
+    )
     issued = server.issue_access_token(
         subject=user.id,
         client=client,

@@ -13,6 +13,7 @@ always the authenticated client, whatever else the request carries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from chit.errors import InvalidRequestError
@@ -31,6 +32,13 @@ from chit.server.grants.delegation import (
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 BISCUIT_TOKEN_TYPE = "urn:chit:token-type:biscuit"
 SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, deferred.DEFERRED_TOKEN_TYPE, API_KEY_TOKEN_TYPE)
+
+
+def exchange_only_reads(params: Mapping[str, str]) -> bool:
+    """Acting for a user now, or impersonating: nothing is written (the audit event aside, written apart)."""
+    if params.get("requested_token_type") == deferred.DEFERRED_TOKEN_TYPE:
+        return False
+    return "requested_subject" in params or params.get("subject_token_type") in ACCESS_TOKEN_TYPES
 
 
 class TokenExchangeGrant:

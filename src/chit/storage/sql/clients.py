@@ -18,7 +18,7 @@ from chit.storage.records import (
     new_id,
 )
 from chit.storage.sql.connection import _join, _raise_if_busy, _split
-from chit.storage.sql.grants import _PERMISSIONS_OF, Grants
+from chit.storage.sql.grants import _PERMISSIONS_OF, SQLITE_PERMISSIONS_OF, Grants
 
 
 def _client(row: Row[Any]) -> Client:
@@ -42,12 +42,6 @@ _CLIENT_BY_CLIENT_ID = select(t.clients).where(t.clients.c.client_id == bindpara
 _SQLITE_CLIENT = (
     "SELECT id, client_id, secret_hash, public, grant_types, scope, disabled, created_at"
     " FROM clients WHERE client_id = ?"
-)
-
-
-_SQLITE_PERMISSIONS_OF = (
-    "SELECT role_permissions.permission FROM role_permissions"
-    " JOIN grants ON grants.role = role_permissions.role WHERE grants.principal_id = ?"
 )
 
 
@@ -117,7 +111,7 @@ class Clients(Grants):
                     return None
                 granted = None
                 if with_permissions:
-                    granted = frozenset(r[0] for r in cursor.execute(_SQLITE_PERMISSIONS_OF, (row[0],)))
+                    granted = frozenset(r[0] for r in cursor.execute(SQLITE_PERMISSIONS_OF, (row[0],)))
                 cursor.close()
             finally:
                 connection.close()  # back to the pool

@@ -6,6 +6,7 @@ Every public method of a store is one transaction: it either happens whole or no
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -71,6 +72,21 @@ class Connected:
                 engine = self._nowait_engine = create_database_engine(self.engine.url, lock_timeout_ms=0, pool_size=2)
             return engine
         return self.engine
+
+    def _sqlite_rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """One hot-path read on SQLite's DBAPI connection: about 10 µs, where Core takes about 90."""
+        try:
+            connection = self._engine_here().raw_connection()
+            try:
+                cursor = connection.cursor()
+                rows = cursor.execute(sql, params).fetchall()
+                cursor.close()
+            finally:
+                connection.close()  # back to the pool
+        except (DBAPIError, sqlite3.Error) as exc:
+            _raise_if_busy(exc)
+            raise
+        return list(rows)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

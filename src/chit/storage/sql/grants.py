@@ -10,6 +10,10 @@ from chit.errors import NotFoundError
 from chit.storage import tables as t
 from chit.storage.sql.connection import Connected, insert_ignoring_duplicates
 
+SQLITE_PERMISSIONS_OF = (
+    "SELECT role_permissions.permission FROM role_permissions"
+    " JOIN grants ON grants.role = role_permissions.role WHERE grants.principal_id = ?"
+)
 _PERMISSIONS_OF = (
     select(t.role_permissions.c.permission)
     .join(t.grants, t.grants.c.role == t.role_permissions.c.role)
@@ -38,6 +42,8 @@ class Grants(Connected):
 
     def permissions_of(self, principal_id: str) -> frozenset[str]:
         """What the roles granted to a user or client add up to."""
+        if self._sqlite:  # read on every exchange: what the user holds now
+            return frozenset(row[0] for row in self._sqlite_rows(SQLITE_PERMISSIONS_OF, (principal_id,)))
         with self._read() as conn:
             return frozenset(conn.scalars(_PERMISSIONS_OF, {"principal_id": principal_id}))
 

@@ -19,5 +19,7 @@ class RevokedTokens(Connected):
         return added == 1
 
     def is_access_token_revoked(self, jti: str) -> bool:
+        if self._sqlite:  # asked of every token introspected or exchanged
+            return bool(self._sqlite_rows("SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,)))
         with self._read() as conn:
             return conn.scalar(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)) is not None

@@ -23,18 +23,24 @@ from chit.storage.sql.grants import Grants
 
 class Services(Grants):
     def service(self, service_id: str) -> ServiceRecord | None:
-        with self._read() as conn:
-            row = conn.execute(select(t.services).where(t.services.c.id == service_id)).first()
+        if self._sqlite:  # the exchanging service, on every token exchange
+            sql = "SELECT id, description, manifest, on_behalf, deferred, registered_at, updated_at FROM services"
+            rows = self._sqlite_rows(sql + " WHERE id = ?", (service_id,))
+            row: Any = rows[0] if rows else None
+        else:
+            with self._read() as conn:
+                row = conn.execute(select(t.services).where(t.services.c.id == service_id)).first()
         if row is None:
             return None
+        sid, description, manifest, on_behalf, deferred, registered_at, updated_at = tuple(row)
         return ServiceRecord(
-            row.id,
-            row.description,
-            row.manifest,
-            frozenset(row.on_behalf.split()),
-            frozenset(row.deferred.split()),
-            row.registered_at,
-            row.updated_at,
+            sid,
+            description,
+            manifest,
+            frozenset(on_behalf.split()),
+            frozenset(deferred.split()),
+            registered_at,
+            updated_at,
         )
 
     def services(self) -> list[ServiceRecord]:

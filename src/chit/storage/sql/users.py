@@ -57,6 +57,13 @@ class Users(Grants):
         return None if row is None else _user(row)
 
     def user_by_id(self, user_id: str) -> User | None:
+        if self._sqlite:  # the subject of every token introspected or exchanged
+            sql = "SELECT id, username, password_hash, disabled, created_at, revoked_before FROM users WHERE id = ?"
+            rows = self._sqlite_rows(sql, (user_id,))
+            if not rows:
+                return None
+            pk, username, password_hash, disabled, created_at, revoked_before = rows[0]
+            return User(pk, username, password_hash, bool(disabled), created_at, revoked_before)
         with self._read() as conn:
             row = conn.execute(select(t.users).where(t.users.c.id == user_id)).first()
         return None if row is None else _user(row)
