@@ -1,8 +1,9 @@
 """The photo example runs as written, against a real auth server: services decide locally.
 
 The image store is the DESIGN's FastAPI example (``examples/photos/image_store.py``), served in
-process through ``httpx.ASGITransport``; users log in at the real server; the tagging job reads
-images with its own service account (``examples/photos/tagging_job.py``).
+process through ``httpx.ASGITransport``; users log in at the real server; the tagging service
+(``examples/photos/tagging.py``) reads images with its own service account. Delegation between the
+services, run as real processes, is ``tests/test_photo_delegation.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ PASSWORD = "photo-password-1"
 
 @pytest.fixture(scope="module")
 def chit(module_server: ModuleServers) -> ChitServer:
-    server = module_server("photos", manifests=[PHOTOS / "image-store.toml"])
-    tagging = server.cli_ok("service", "register", str(PHOTOS / "tagging.toml"), "--json").json()
-    server.tagging_secret = tagging["client_secret"]  # type: ignore[attr-defined]
+    server = module_server("photos")
+    server.secrets = {  # type: ignore[attr-defined]
+        name: server.cli_ok("service", "register", str(PHOTOS / f"{name}.toml"), "--json").json()["client_secret"]
+        for name in ("image-store", "tagging")
+    }
     server.add_user("alice", PASSWORD, "--role", "image-store:owner")
     server.add_user("bob", PASSWORD, "--role", "image-store:owner")
     server.add_user("carol", PASSWORD, "--role", "image-store:viewer")
@@ -41,7 +44,12 @@ def load_example(name: str, chit: ChitServer) -> ModuleType:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    settings = {"CHIT_ISSUER": chit.url, "TAGGING_CLIENT_SECRET": chit.tagging_secret}  # type: ignore[attr-defined]
+    secrets = chit.secrets  # type: ignore[attr-defined]
+    settings = {
+        "CHIT_ISSUER": chit.url,
+        "IMAGE_STORE_CLIENT_SECRET": secrets["image-store"],
+        "TAGGING_CLIENT_SECRET": secrets["tagging"],
+    }
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:  # the modules read their settings when imported; later servers must not inherit them
@@ -66,7 +74,7 @@ def login(chit: ChitServer, username: str) -> dict[str, str]:
 
 def run(chit: ChitServer, scenario: Any) -> None:
     store = load_example("image_store", chit)
-    tagging = load_example("tagging_job", chit)
+    tagging = load_example("tagging", chit)
 
     async def main() -> None:
         transport = httpx.ASGITransport(app=store.app)
@@ -110,6 +118,22 @@ def test_another_user_gets_403_from_the_route_body(chit: ChitServer) -> None:
     run(chit, scenario)
 
 
+def test_a_user_lists_her_own_images(chit: ChitServer) -> None:
+    alice, bob = login(chit, "alice"), login(chit, "bob")
+
+    async def scenario(client: httpx.AsyncClient, _tagging: ModuleType) -> None:
+        assert (await client.put("/images/alice-1", params={"title": "One"}, headers=alice)).status_code == 200
+        assert (await client.put("/images/bob-1", params={"title": "Two"}, headers=bob)).status_code == 200
+        listed = await client.get("/images", headers=alice)
+        assert listed.status_code == 200, listed.text
+        assert [image["id"] for image in listed.json()] == ["alice-1"]
+        tagged = await client.put("/images/alice-1/tags", json=["one"], headers=alice)
+        assert (tagged.json()["tags"], tagged.json()["tagged_by"]) == (["one"], [])
+        assert (await client.put("/images/bob-1/tags", json=["mine"], headers=alice)).status_code == 403
+
+    run(chit, scenario)
+
+
 def test_a_viewer_cannot_upload_and_no_token_gets_a_bare_challenge(chit: ChitServer) -> None:
     carol = login(chit, "carol")
 
@@ -127,7 +151,7 @@ def test_a_viewer_cannot_upload_and_no_token_gets_a_bare_challenge(chit: ChitSer
     run(chit, scenario)
 
 
-def test_the_tagging_job_reads_any_image_with_its_service_account(chit: ChitServer) -> None:
+def test_the_tagging_service_reads_any_image_with_its_service_account(chit: ChitServer) -> None:
     alice = login(chit, "alice")
 
     async def scenario(client: httpx.AsyncClient, tagging: ModuleType) -> None:
@@ -151,11 +175,17 @@ def test_the_openapi_shows_the_oauth2_scheme_and_each_routes_permissions(chit: C
     assert scheme["flows"]["clientCredentials"]["tokenUrl"] == chit.token_url
     read = schema["paths"]["/images/{image_id}"]["get"]["security"]
     assert read == [{scheme_name: ["image-store:images:read"]}]
+    tag_now = schema["paths"]["/images/{image_id}/tagging"]["post"]["security"]
+    assert tag_now == [{scheme_name: ["image-store:images:write", "tagging:tags:write"]}]
 
 
 def test_readme_shows_the_example_files_as_they_are() -> None:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n# (examples/\S+)\n(.*?)```", text, flags=re.S)
-    assert {path for path, _ in blocks} == {"examples/photos/image_store.py", "examples/photos/tagging_job.py"}
+    assert {path for path, _ in blocks} == {
+        "examples/photos/image_store.py",
+        "examples/photos/tagging.py",
+        "examples/photos/archiver.py",
+    }
     for path, body in blocks:
         assert (ROOT / path).read_text() == body, path

@@ -1,14 +1,23 @@
-"""The photo example's image store: a FastAPI service that decides locally with chit."""
+"""The photo example's image store: a FastAPI service that decides locally with chit, and has the
+tagging service tag a user's image, now or later, acting for that user."""
 
+import asyncio
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
 
+import httpx
 from fastapi import FastAPI, HTTPException, Security
 
-from chit import Principal, Verifier
+from chit import OAuth2Error, Principal, ServiceIdentity, Verifier
 
-verifier = Verifier(issuer=os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700"), audience="image-store")
-app = FastAPI(title="image store")
+ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
+TAGGING_URL = os.environ.get("TAGGING_URL", "http://127.0.0.1:8702")
+JOBS_EVERY = float(os.environ.get("IMAGE_STORE_JOBS_EVERY", "60"))  # seconds between two runs of the job queue
+
+verifier = Verifier(issuer=ISSUER, audience="image-store")
+identity = ServiceIdentity("image-store", os.environ["IMAGE_STORE_CLIENT_SECRET"], issuer=ISSUER)
 
 
 @dataclass
@@ -16,12 +25,22 @@ class Image:
     id: str
     owner_id: str
     title: str
+    tags: list[str] = field(default_factory=list)
+    tagged_by: list[str] = field(default_factory=list)  # the services that wrote the tags, current actor first
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+@dataclass
+class Job:
+    image_id: str
+    handle: str = field(repr=False)  # a deferred delegation is a secret, like a password
+    status: str = "queued"
+
+
 IMAGES: dict[str, Image] = {}
+JOBS: dict[str, Job] = {}
 
 
 def load(image_id: str) -> Image:
@@ -30,10 +49,46 @@ def load(image_id: str) -> Image:
     return IMAGES[image_id]
 
 
+async def run_jobs() -> None:
+    """Run the queued tagging jobs, long after the users asked: each acts for its user by its handle."""
+    async with httpx.AsyncClient(base_url=TAGGING_URL) as tagging:
+        for job in [job for job in JOBS.values() if job.status == "queued"]:
+            try:
+                auth = identity.with_delegation(job.handle, audience="tagging")
+                response = await tagging.post(f"/images/{job.image_id}/suggest", auth=auth)
+                job.status = "done" if response.is_success else f"refused by tagging: {response.status_code}"
+            except OAuth2Error as exc:  # the handle was revoked or expired, or the user lost the right
+                job.status = f"refused: {exc.error}"
+            except httpx.HTTPError:  # tagging is unreachable: the job stays queued for the next run
+                job.status = "queued"
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def every() -> None:
+        while True:
+            await asyncio.sleep(JOBS_EVERY)
+            await run_jobs()
+
+    worker = asyncio.create_task(every())
+    yield
+    worker.cancel()
+
+
+app = FastAPI(title="image store", lifespan=lifespan)
+
+
+@app.get("/images")
+async def list_images(principal: Principal = Security(verifier, scopes=["image-store:images:read"])) -> list[dict]:
+    readable = (i for i in IMAGES.values() if principal.owns_or_can(i.owner_id, "image-store:images:read-any"))
+    return [image.as_dict() for image in readable]
+
+
 @app.put("/images/{image_id}")
 async def upload_image(
     image_id: str, title: str, principal: Principal = Security(verifier, scopes=["image-store:images:write"])
 ) -> dict:
+    principal.require_actor(None)  # the user herself, never a service acting for her
     if image_id in IMAGES:  # replacing is for the owner only
         principal.require_owner(IMAGES[image_id].owner_id)
     IMAGES[image_id] = Image(image_id, principal.subject, title)
@@ -55,3 +110,50 @@ async def delete_image(
 ) -> None:
     principal.require_owner(load(image_id).owner_id)
     del IMAGES[image_id]
+
+
+@app.put("/images/{image_id}/tags")
+async def write_tags(
+    image_id: str, tags: list[str], principal: Principal = Security(verifier, scopes=["image-store:images:write"])
+) -> dict:
+    principal.require_actor(None, "tagging")  # the owner, or the tagging service acting for her
+    image = load(image_id)
+    principal.require_owner(image.owner_id)
+    image.tags, image.tagged_by = tags, [actor.name for actor in principal.actors]
+    return image.as_dict()
+
+
+@app.post("/images/{image_id}/tagging")
+async def tag_now(
+    image_id: str,
+    principal: Principal = Security(verifier, scopes=["image-store:images:write", "tagging:tags:write"]),
+) -> dict:
+    principal.require_owner(load(image_id).owner_id)
+    async with httpx.AsyncClient(base_url=TAGGING_URL) as tagging:  # for the user: her token, exchanged
+        response = await tagging.post(f"/images/{image_id}/suggest", auth=identity.for_user("tagging"))
+    if response.is_error:
+        raise HTTPException(502, f"the tagging service answered {response.status_code}")
+    return load(image_id).as_dict()
+
+
+@app.post("/images/{image_id}/tag-later", status_code=202)
+async def tag_later(
+    image_id: str,
+    principal: Principal = Security(verifier, scopes=["image-store:images:write", "tagging:tags:write"]),
+) -> dict:
+    principal.require_owner(load(image_id).owner_id)
+    job_id = f"tag:{image_id}"
+    handle = await identity.defer(scope=["tagging:tags:write", "image-store:images:write"], job_id=job_id)
+    JOBS[job_id] = Job(image_id, handle)
+    return {"job_id": job_id, "status": "queued"}
+
+
+@app.get("/images/{image_id}/tag-later")
+async def tagging_status(
+    image_id: str, principal: Principal = Security(verifier, scopes=["image-store:images:read"])
+) -> dict:
+    principal.require_owner(load(image_id).owner_id)
+    job_id = f"tag:{image_id}"
+    if job_id not in JOBS:
+        raise HTTPException(404, "no tagging job for this image")
+    return {"job_id": job_id, "status": JOBS[job_id].status}
