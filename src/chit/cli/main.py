@@ -8,7 +8,21 @@ import typer
 from typer import core as typer_core
 
 import chit
-from chit.cli import admins, apikeys, audit, clients, init, keys, roles, serve, services, sessions, tokens, users
+from chit.cli import (
+    admins,
+    apikeys,
+    audit,
+    clients,
+    delegations,
+    init,
+    keys,
+    roles,
+    serve,
+    services,
+    sessions,
+    tokens,
+    users,
+)
 
 
 def _no_type_column(self: typer_core.TyperArgument | typer_core.TyperOption, ctx: object) -> str | None:
@@ -94,6 +108,7 @@ add_group(services.app, "service")
 add_group(admins.app, "admin")
 add_group(apikeys.app, "api-key")
 add_group(sessions.app, "session")
+add_group(delegations.app, "delegation")
 add_group(audit.app, "audit")
 add_group(keys.app, "keys")
 add_group(tokens.app, "token")

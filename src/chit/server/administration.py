@@ -4,9 +4,9 @@ Authority follows the presenting token (DESIGN §4): each operation checks what 
 (``Caller.permissions``), never what its owner holds in the database, and whatever it creates is
 bounded by that (``chit.policy.administration``). It validates its input, writes in one transaction
 and leaves an audit event; a refusal leaves one too (``admin.refused``, outcome ``failure``). A
-caller who may not read a user, client, key or session is never told whether it exists. The CLI
-acts as the *operator*: whoever can read the data directory already holds every key, so it acts
-with ``chit:*:*``.
+caller who may not read a user, client, key, session or delegation is never told whether it exists.
+The CLI acts as the *operator*: whoever can read the data directory already holds every key, so it
+acts with ``chit:*:*``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from chit.storage.records import (
     ApiKeyRecord,
     AuditRecord,
     Client,
+    DelegationRecord,
     Registration,
     ServiceRecord,
     SessionRecord,
@@ -78,6 +79,17 @@ def _described(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int)):
         return value
     return str(value)[:200]
+
+
+def delegation_state(record: DelegationRecord, user: User | None, now: int) -> str:
+    """``active``, ``revoked`` or ``expired``; revoking everything of its user revokes it too."""
+    if record.revoked_at is not None:
+        return "revoked"
+    if record.expires_at <= now:
+        return "expired"
+    if user is None or user.disabled or record.created_at < user.revoked_before:
+        return "revoked"
+    return "active"
 
 
 def audited(operation: str) -> Callable[[Callable[Concatenate[Administration, P], R]], Callable[..., R]]:
@@ -458,6 +470,28 @@ class Administration:
             return records
         # one's own keys, as far as this token could have created them
         return [r for r in records if self._could_create(r)]
+
+    # deferred delegations ----------------------------------------------------------------------
+
+    @audited("delegation.list")
+    def delegations(self, username: str | None = None) -> list[DelegationRecord]:
+        self.require("chit:delegations:read")  # before the lookup: a user's existence is told only to a reader
+        store = self.server.store
+        if username is None:
+            return store.delegations()
+        user = store.user_by_username(username)
+        if user is None:
+            raise NotFoundError(f"no user {username!r}")
+        return store.delegations(user.id)
+
+    @audited("delegation.revoke")
+    def revoke_delegation(self, delegation_id: str) -> bool:
+        self.require("chit:delegations:write")
+        record = self.server.store.delegation(delegation_id)
+        if record is None:
+            self.require("chit:delegations:read")  # whether it exists is told only to one who may read it
+            raise NotFoundError(f"no delegation {delegation_id!r}")
+        return self.server.revocations.revoke_delegation(delegation_id, subject=record.subject_id, by=self.actor)
 
     # sessions and keys -------------------------------------------------------------------------
 

@@ -2,14 +2,16 @@
 
 An access token revoked at the revocation endpoint (RFC 7009), a session revoked by its owner or an
 administrator, a refresh-token family whose used token came back (RFC 9700 §4.14.2), an API key, a
-user disabled: each goes through ``Revocations``, which writes it through the store (one transaction,
-committed before anyone is answered), records its audit event, and then hands it to ``_published``,
-where the revocation feed (DESIGN §4, "Revocation feed") will publish it to every service. Revoking
-what was revoked already writes, records and publishes nothing, and says so (``False``).
+deferred delegation (by the service it was issued to, or an administrator), a user disabled: each
+goes through ``Revocations``, which writes it through the store (one transaction, committed before
+anyone is answered), records its audit event, and then hands it to ``_published``, where the
+revocation feed (DESIGN §4, "Revocation feed") will publish it to every service. Revoking what was
+revoked already writes, records and publishes nothing, and says so (``False``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -93,6 +95,28 @@ class Revocations:
         self._published("session", key_id, expires=self._last_expiry(now))
         return True
 
+    def revoke_delegation(self, delegation_id: str, *, subject: str, by: Requester) -> bool:
+        """Revoke a deferred delegation and every access token redeemed from it (their ``sid``); False
+        if it was revoked already. ``subject`` is its user; an unknown delegation is ``NotFoundError``."""
+        store = self.server.store
+        record = store.delegation(delegation_id)
+        if record is None:
+            raise NotFoundError(f"no delegation {delegation_id!r}")
+        now = self.server.now()
+        if not store.revoke_delegation(delegation_id, now):
+            return False  # one conditional update decides: of concurrent revocations, one is recorded
+        self._record(
+            "delegation.revoked",
+            by,
+            subject=subject,
+            token_id=delegation_id,
+            shared={"job_id": record.job_id},
+            delegation=delegation_id,
+        )
+        # what was redeemed from it outlives neither the delegation nor one access token's lifetime
+        self._published("delegation", delegation_id, expires=min(record.expires_at, self._last_expiry(now)))
+        return True
+
     def set_user_disabled(self, username: str, disabled: bool, *, by: Requester) -> tuple[User, bool]:
         """Disable a user, revoking everything issued to them until now (``revoked_before``: enabling
         again revives none of it), or enable them. Returns the user and whether this changed them:
@@ -122,9 +146,19 @@ class Revocations:
         return issued_before + self.server.settings.access_token_ttl
 
     def _record(
-        self, type: str, by: Requester, *, subject: str, token_id: str | None, outcome: str = SUCCESS, **named: Any
+        self,
+        type: str,
+        by: Requester,
+        *,
+        subject: str,
+        token_id: str | None,
+        outcome: str = SUCCESS,
+        shared: Mapping[str, Any] | None = None,
+        **named: Any,
     ) -> None:
-        """Record the revocation's audit event (``named``: what the event names in an admin's detail)."""
+        """Record the revocation's audit event (``shared``: what its detail carries whoever revoked;
+        ``named``: what the event names in an admin's detail)."""
+        shared = shared or {}
         if isinstance(by, ClientRequest):
             event = AuditEvent(
                 type,
@@ -134,7 +168,7 @@ class Revocations:
                 token_id=token_id,
                 source=by.source,
                 request_id=by.request_id,
-                detail={} if by.via is None else {"via": by.via},
+                detail={**shared} if by.via is None else {**shared, "via": by.via},
             )
         else:
             event = AuditEvent(
@@ -145,7 +179,7 @@ class Revocations:
                 actors=(by.subject,),
                 source=by.source,
                 request_id=by.request_id,
-                detail=named,
+                detail={**named, **shared},
             )
         self.server.audit.record(event)
 
@@ -155,8 +189,9 @@ class Revocations:
         Called once for each new revocation, after the store committed it and its audit event was
         recorded; never for what was revoked already. The revocation feed (issue 17; DESIGN §4,
         "Revocation feed") hooks in here: ``kind`` and ``value`` are the feed event's (``token``: a
-        ``jti``; ``session``: a refresh-token family ``rtf_…`` or an API key ``key_…``; ``subject``: a
-        user id, with ``not_before``), ``expires`` is when the last token it concerns expires, after
-        which services may forget it. The feed will give the event its id and keep it, so that a service
-        catching up by cursor finds it, and with ``--redis-url`` publish it on Redis.
+        ``jti``; ``session``: a refresh-token family ``rtf_…`` or an API key ``key_…``; ``delegation``:
+        a deferred delegation ``dlg_…``; ``subject``: a user id, with ``not_before``), ``expires`` is
+        when the last token it concerns expires, after which services may forget it. The feed will give
+        the event its id and keep it, so that a service catching up by cursor finds it, and with
+        ``--redis-url`` publish it on Redis.
         """

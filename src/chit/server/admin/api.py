@@ -11,16 +11,16 @@ import json
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPBearer
 
 from chit.errors import RefusedError
 from chit.policy.manifest import parse_manifest
 from chit.server.admin import models
 from chit.server.admin.auth import actor_from
-from chit.server.administration import Administration
+from chit.server.administration import Administration, delegation_state
 from chit.server.authserver import AuthServer
-from chit.storage.records import ApiKeyRecord, AuditRecord, Client, User
+from chit.storage.records import DELEGATION_PREFIX, ApiKeyRecord, AuditRecord, Client, DelegationRecord, User
 
 MAX_INT64 = 2**63 - 1  # what a database integer column holds: larger is a client's mistake, not a 500
 _bearer = HTTPBearer(auto_error=False, description="An access token of this server with chit:* permissions")
@@ -49,6 +49,28 @@ def _api_key(k: ApiKeyRecord) -> dict[str, Any]:
     return data
 
 
+def _delegations(server: AuthServer, records: list[DelegationRecord]) -> list[dict[str, Any]]:
+    users = {user_id: server.store.user_by_id(user_id) for user_id in {r.subject_id for r in records}}
+    now = server.now()
+    return [
+        {
+            "id": r.id,
+            "user": None if (user := users[r.subject_id]) is None else user.username,
+            "user_id": r.subject_id,
+            "service": r.client_id,
+            "scope": sorted(r.scope),
+            "job_id": r.job_id,
+            "created_at": r.created_at,
+            "expires_at": r.expires_at,
+            "revoked_at": r.revoked_at,
+            "last_used_at": r.last_used_at,
+            "redemptions": r.redemptions,
+            "state": delegation_state(r, user, now),
+        }
+        for r in records
+    ]
+
+
 def _event(r: AuditRecord) -> dict[str, Any]:
     data = asdict(r)
     data["actors"] = json.loads(r.actors)
@@ -65,6 +87,8 @@ def _administration(request: Request) -> Administration:
 
 
 Admin = Annotated[Administration, Depends(_administration)]
+# the shape of an id the server makes: anything else is a client's mistake, whoever asks
+DelegationId = Annotated[str, Path(pattern=rf"^{DELEGATION_PREFIX}[a-z0-9]{{1,60}}$")]
 
 
 def admin_router() -> APIRouter:
@@ -164,6 +188,17 @@ def admin_router() -> APIRouter:
     @router.delete("/sessions/{session_id}", summary="Revoke a session and the tokens issued from it")
     def revoke_session(session_id: str, admin: Admin) -> dict[str, Any]:
         return {"revoked": admin.revoke_session(session_id)}
+
+    @router.get("/delegations", summary="List deferred delegations, never their secrets (chit:delegations:read)")
+    def list_delegations(admin: Admin, query: Annotated[models.DelegationFilter, Query()]) -> dict[str, Any]:
+        return {"delegations": _delegations(admin.server, admin.delegations(query.user))}
+
+    @router.delete(
+        "/delegations/{delegation_id}",
+        summary="Revoke a deferred delegation and the tokens redeemed from it (chit:delegations:write)",
+    )
+    def revoke_delegation(delegation_id: DelegationId, admin: Admin) -> dict[str, Any]:
+        return {"revoked": admin.revoke_delegation(delegation_id)}
 
     @router.get("/keys", summary="The signing keys and when each signs (chit:keys:read)")
     def list_keys(admin: Admin) -> dict[str, Any]:

@@ -51,3 +51,9 @@ class NewApiKey(Strict):
 class KeyRotation(Strict):
     alg: str | None = None
     now: bool = False
+
+
+class DelegationFilter(Strict):
+    """The query of ``GET /admin/delegations``: an unknown parameter is refused, not ignored."""
+
+    user: str | None = Field(default=None, min_length=1, max_length=64, description="Only this user's (a username)")

@@ -1,10 +1,12 @@
 """Token revocation (RFC 7009).
 
 Revoking a refresh token revokes its whole family and every access token issued from it; revoking
-an access token makes introspection answer ``active: false`` at once. A token that is unknown,
-expired or already revoked answers 200 (§2.2); one issued to another client is refused with
-``unauthorized_client`` (§2.1) and left alone. Both go through ``chit.server.revocations``, which
-records them and is where they are published to the services.
+an access token makes introspection answer ``active: false`` at once; revoking a deferred-delegation
+handle (``chit_dd_…``, whatever ``token_type_hint`` says) ends it and every access token redeemed
+from it (DESIGN §4, "Delegation"). A token that is unknown, expired or already revoked answers 200
+(§2.2); one issued to another client is refused with ``unauthorized_client`` (§2.1) and left alone.
+All go through ``chit.server.revocations``, which records them and is where they are published to
+the services.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from __future__ import annotations
 from chit.errors import InvalidRequestError, InvalidTokenError, UnauthorizedClientError
 from chit.server.authserver import AuthServer
 from chit.server.client_auth import authenticate_client
-from chit.server.credentials import hash_secret
+from chit.server.credentials import (
+    DEFERRED_DELEGATION_PREFIX,
+    hash_secret,
+    parse_deferred_delegation,
+    secret_matches,
+)
 from chit.server.forms import check_content_type, parse_form
 from chit.server.revocations import REVOCATION_ENDPOINT, ClientRequest
 from chit.storage.records import Client
@@ -38,7 +45,9 @@ class RevocationEndpoint:
         if token is None:
             raise InvalidRequestError("missing parameter token")
         by = ClientRequest(client.client_id, source, request_id, via=REVOCATION_ENDPOINT)
-        if token.count(".") == 2:
+        if token.startswith(DEFERRED_DELEGATION_PREFIX):
+            self._deferred_delegation(token, client, by)
+        elif token.count(".") == 2:
             self._access_token(token, client, by)
         else:
             self._refresh_token(token, client, by)
@@ -59,3 +68,14 @@ class RevocationEndpoint:
         if claims.client_id != client.client_id:
             raise UnauthorizedClientError("the token was not issued to this client")
         self.server.revocations.revoke_access_token(claims.jti, expires_at=claims.exp, subject=claims.sub, by=by)
+
+    def _deferred_delegation(self, token: str, client: Client, by: ClientRequest) -> None:
+        parsed = parse_deferred_delegation(token)
+        record = self.server.store.delegation(parsed[0]) if parsed else None
+        if parsed is None or record is None or not secret_matches(parsed[1], record.secret_hash):
+            return
+        if record.expires_at <= self.server.now():
+            return  # as an expired access token: nothing left to revoke
+        if record.client_id != client.client_id:
+            raise UnauthorizedClientError("the token was not issued to this client")
+        self.server.revocations.revoke_delegation(record.id, subject=record.subject_id, by=by)
