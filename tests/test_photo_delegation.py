@@ -24,15 +24,25 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ROOT, ChitServer, ModuleServers, access_token, claims_of, free_port, login
+from helpers import (
+    ROOT,
+    ChitServer,
+    ModuleServers,
+    ServiceClient,
+    access_token,
+    audit_events,
+    claims_of,
+    free_port,
+    register_manifest_file,
+    stop_process,
+    user_token,
+    wait_until_serving,
+)
 
 from chit import Actor, OAuth2Error, ServiceIdentity, Verifier
 
 PHOTOS = ROOT / "examples" / "photos"
 PASSWORD = "photo-password-1"
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS = "urn:ietf:params:oauth:token-type:access_token"
-DEFERRED = "urn:chit:token-type:deferred-delegation"
 TAG_FOR_USER = ["tagging:tags:write", "image-store:images:write"]  # what the image store defers for a tagging job
 
 
@@ -60,29 +70,10 @@ class ServiceProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.module} exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/openapi.json", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.module} did not come up within 30 s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        wait_until_serving(self.process, self.url + "/openapi.json", self.module, self.log_path)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
 
@@ -97,7 +88,7 @@ class Photos:
     tagging: ServiceProcess
 
     def token(self, username: str) -> str:
-        return access_token(login(self.chit, username, PASSWORD))
+        return user_token(self.chit, username, PASSWORD)
 
     def headers(self, username: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(username)}"}
@@ -105,20 +96,20 @@ class Photos:
     def identity(self, service: str) -> ServiceIdentity:
         return ServiceIdentity(service, self.secrets[service], issuer=self.chit.url)
 
+    def client(self, service: str) -> ServiceClient:
+        """``service``'s own client, sending requests as they go on the wire."""
+        return ServiceClient(self.chit, service, self.secrets[service])
+
     def own_token(self, service: str) -> str:
-        form = {"grant_type": "client_credentials"}
-        return access_token(httpx.post(self.chit.token_url, data=form, auth=(service, self.secrets[service])))
+        return self.client(service).own_token()
 
     def exchange(self, service: str, subject_token: str | None = None, **params: str) -> httpx.Response:
         """A token-exchange request by ``service``'s own client, as sent on the wire."""
-        form = {"grant_type": EXCHANGE, **params}
-        if subject_token is not None:
-            form = {"subject_token": subject_token, "subject_token_type": ACCESS, **form}
-        return httpx.post(self.chit.token_url, data=form, auth=(service, self.secrets[service]), timeout=30)
+        return self.client(service).exchange(subject_token, **params)
 
     def redeem(self, handle: str, **params: str) -> httpx.Response:
         """The image store's job redeeming a deferred delegation."""
-        return self.exchange("image-store", handle, subject_token_type=DEFERRED, **params)
+        return self.client("image-store").redeem(handle, **params)
 
     def chain(self, username: str) -> tuple[str, str]:
         """The tokens of the chain for ``username``: the image store's for tagging, and tagging's, exchanged
@@ -142,17 +133,14 @@ class Photos:
         return image
 
     def audit(self, event_type: str) -> list[dict[str, Any]]:
-        answer = self.chit.cli_ok("audit", "tail", "--type", event_type, "-n", "1000", "--json")
-        events: list[dict[str, Any]] = answer.json()["events"]
-        return events
+        return audit_events(self.chit, event_type)
 
 
 @pytest.fixture(scope="module")
 def photos(module_server: ModuleServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Photos]:
     chit = module_server("photo-delegation")
     secrets = {
-        name: chit.cli_ok("service", "register", str(PHOTOS / f"{name}.toml"), "--json").json()["client_secret"]
-        for name in ("image-store", "tagging", "archiver")
+        name: register_manifest_file(chit, PHOTOS / f"{name}.toml") for name in ("image-store", "tagging", "archiver")
     }
     roles = ("--role", "image-store:owner", "--role", "tagging:editor")
     users = {name: chit.add_user(name, PASSWORD, *roles)["id"] for name in ("alice", "bob", "erin")}
@@ -368,11 +356,10 @@ def test_a_revoked_deferred_delegation_is_refused(photos: Photos) -> None:
     photos.upload("alice", "revoked", "Never Tagged")
     handle = defer(photos, "alice", "tag:revoked")
     earlier = access_token(photos.redeem(handle, audience="tagging"))
-    credentials = ("image-store", photos.secrets["image-store"])
-    revoked = httpx.post(photos.chit.url + "/oauth2/revoke", data={"token": handle}, auth=credentials)
+    image_store = photos.client("image-store")
+    revoked = image_store.revoke(handle)
     assert revoked.status_code == 200, revoked.text
-    introspected = httpx.post(photos.chit.url + "/oauth2/introspect", data={"token": earlier}, auth=credentials)
-    assert introspected.json() == {"active": False}  # what it gave before ends with it
+    assert image_store.introspect(earlier) == {"active": False}  # what it gave before ends with it
     assert_oauth_error(photos.redeem(handle, audience="tagging"), 400, "invalid_request")
     with pytest.raises(OAuth2Error) as refused:
         run_job(photos, handle, "revoked")

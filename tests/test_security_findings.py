@@ -25,6 +25,7 @@ from helpers import (
     ModuleServers,
     access_token,
     as_user,
+    assert_error,
     claims_of,
     login,
     refresh,
@@ -71,15 +72,6 @@ class Edge:
         assert r.status_code == 200, r.text
         answer: dict[str, Any] = r.json()
         return answer
-
-
-def assert_error(response: httpx.Response, status: int, error: str, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] == error, body
-    for fragment in fragments:
-        assert fragment in body["error_description"], body
-    assert response.headers["cache-control"] == "no-store"
 
 
 def unique(prefix: str) -> str:

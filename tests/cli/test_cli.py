@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, ChitServer, CliResult, ModuleServers, free_port, run_cli
+from helpers import ADMIN_PASSWORD, ChitServer, CliResult, ModuleServers, free_port, run_cli, stop_process
 
 JWKS = "/.well-known/jwks.json"
 # Only permissions that a registered service defines can be granted: the tests use these two.
@@ -517,16 +517,6 @@ def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]
     raise AssertionError("chit serve did not come up:\n" + log.read_text())
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def test_serve_on_an_empty_data_dir_prints_a_generated_admin_password_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = ChitServer(data_dir, free_port())
@@ -543,7 +533,7 @@ def test_serve_on_an_empty_data_dir_prints_a_generated_admin_password_once(tmp_p
         assert r.json()["scope"] == "chit:*:*"
         assert login(server, "admin", ADMIN_PASSWORD).status_code == 400
     finally:
-        stop(process)
+        stop_process(process)
     assert files_containing(data_dir, password) == []
 
     second_log = tmp_path / "second.log"
@@ -552,7 +542,7 @@ def test_serve_on_an_empty_data_dir_prints_a_generated_admin_password_once(tmp_p
         assert "password" not in second_log.read_text()
         assert login(server, "admin", password).status_code == 200
     finally:
-        stop(process)
+        stop_process(process)
 
 
 # PostgreSQL --------------------------------------------------------------------------------------

@@ -11,15 +11,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, ChitServer, ModuleServers
+from helpers import CHIT, ChitServer, ModuleServers, run_chit
 
-CHIT = str(Path(sys.executable).with_name("chit"))
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BOX = ("┏", "┃", "┡", "│", "└")
 MANIFEST = """
@@ -56,17 +54,9 @@ def login(server: ChitServer, username: str, password: str = PASSWORD) -> dict[s
     return data
 
 
-def run(*args: str, terminal: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_") and k not in ("FORCE_COLOR", "NO_COLOR")}
-    env.update({"COLUMNS": "120", "TERM": "xterm-256color", "CHIT_ADMIN_PASSWORD": ADMIN_PASSWORD})
-    if terminal:
-        env["FORCE_COLOR"] = "1"
-    return subprocess.run([CHIT, *args], env=env, capture_output=True, text=True, timeout=60)
-
-
 def run_ok(server: ChitServer | None, *args: str, terminal: bool = False) -> str:
     location = server.location_args() if server else []
-    result = run(*args, *location, terminal=terminal)
+    result = run_chit(*args, *location, terminal=terminal)
     assert result.returncode == 0, (args, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     return result.stdout
@@ -182,7 +172,7 @@ def test_session_list_of_an_unknown_user_is_refused(chit: ChitServer) -> None:
 def test_version() -> None:
     from chit import __version__
 
-    result = run("--version")
+    result = run_chit("--version")
     assert (result.returncode, result.stdout, result.stderr) == (0, f"chit {__version__}\n", "")
 
 
@@ -201,7 +191,7 @@ def test_bare_commands_print_help_and_exit_0(group: list[str], tmp_path: Path) -
     "command", [["--help"], ["user", "add", "--help"], ["client", "add", "--help"], ["session", "list", "--help"]]
 )
 def test_help_has_no_type_column(command: list[str]) -> None:
-    result = run(*command)
+    result = run_chit(*command)
     assert result.returncode == 0
     for type_name in ("<bool>", "<str>", "<list[str]>", "<path>", "TEXT", "BOOLEAN"):
         assert type_name not in result.stdout, (type_name, result.stdout)
@@ -209,13 +199,13 @@ def test_help_has_no_type_column(command: list[str]) -> None:
 
 def test_help_does_not_break_sentences() -> None:
     """A docstring's line breaks are not the help's: the serve summary reads as one paragraph."""
-    out = run("service", "register", "--help").stdout
+    out = run_chit("service", "register", "--help").stdout
     words = " ".join(line.strip(" │") for line in out.splitlines())
     assert "Creates the service's client for client_credentials and prints its secret once" in " ".join(words.split())
 
 
 def test_usage_names_arguments_as_the_contract_does() -> None:
-    assert "Usage: chit grant [OPTIONS] PRINCIPAL ROLE" in run("grant", "--help").stdout
+    assert "Usage: chit grant [OPTIONS] PRINCIPAL ROLE" in run_chit("grant", "--help").stdout
 
 
 # GET / -------------------------------------------------------------------------------------------

@@ -129,8 +129,8 @@ def test_register_the_photo_example_creates_each_services_client(chit: ChitServe
 
     listed = {s["id"]: s for s in chit.cli_ok("service", "list", "--json").json()["services"]}
     assert listed["tagging"]["permissions"] == ["tagging:tags:read", "tagging:tags:write"]
-    assert listed["image-store"]["on_behalf"] == ["tagging:tags:write"]
-    assert listed["image-store"]["deferred"] == ["tagging:tags:write"]
+    assert listed["image-store"]["on_behalf"] == ["image-store:images:write", "tagging:tags:write"]
+    assert listed["image-store"]["deferred"] == ["image-store:images:write", "tagging:tags:write"]
     listing = chit.cli_ok("service", "list").stdout  # plain columns when not a terminal: one service a line
     assert re.search(r"^image-store  .*image-store:images:delete", listing, re.MULTILINE), listing
 

@@ -23,6 +23,7 @@ from helpers import (
     ModuleServers,
     access_token,
     as_user,
+    assert_error,
     claims_of,
     login,
     refresh,
@@ -72,15 +73,6 @@ def new_user(admin: Api, username: str, password: str = "a-long-password", roles
     assert r.status_code == 201, r.text
     user_id: str = r.json()["id"]
     return user_id
-
-
-def assert_error(response: httpx.Response, status: int, error: str, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] == error, body
-    for fragment in fragments:
-        assert fragment in body["error_description"], body
-    assert response.headers["cache-control"] == "no-store"
 
 
 # RFC 6750: who may call at all ---------------------------------------------------------------------

@@ -9,14 +9,27 @@ published once however often it is asked; reading takes ``chit:delegations:read`
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, Api, ChitServer, ModuleServers, as_user, claims_of
+from helpers import (
+    ADMIN_PASSWORD,
+    Api,
+    ChitServer,
+    ModuleServers,
+    ServiceClient,
+    TaggingInstallation,
+    add_tagging_user,
+    as_user,
+    assert_error,
+    at_once,
+    claims_of,
+    delegation_id,
+    tagging_installation,
+)
 
 from chit.revocation import RevocationKind
 from chit.server.administration import Administration, Caller
@@ -28,33 +41,8 @@ from chit.storage.engine import migrate, sqlite_url
 from chit.storage.records import DelegationRecord
 from chit.testing import Clock
 
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
-DEFERRED = "urn:chit:token-type:deferred-delegation"
 TAGS_WRITE = "tagging:tags:write"
 PASSWORD = "delegation-user-password"
-TAGGING = """\
-id = "tagging"
-
-[permissions]
-"tags:write" = "Add or remove tags"
-
-[roles]
-editor = ["tags:write"]
-"""
-IMAGE_STORE = """\
-id = "image-store"
-
-[permissions]
-"images:read" = "Read"
-
-[roles]
-viewer = ["images:read"]
-
-[on_behalf]
-permissions = ["tagging:tags:write"]
-deferred = ["tagging:tags:write"]
-"""
 ITEM_KEYS = {
     "id",
     "user",
@@ -71,83 +59,26 @@ ITEM_KEYS = {
 }
 
 
-class Service:
-    """A registered service's own client at the token, introspection and revocation endpoints."""
-
-    def __init__(self, chit: ChitServer, client_id: str, secret: str) -> None:
-        self.chit, self.client_id, self.secret = chit, client_id, secret
-
-    def post(self, path: str, data: dict[str, str]) -> httpx.Response:
-        return httpx.post(self.chit.url + path, data=data, auth=(self.client_id, self.secret), timeout=30)
-
-    def defer(self, user_token: str, **extra: str) -> str:
-        response = self.post(
-            "/oauth2/token",
-            {
-                "grant_type": EXCHANGE,
-                "subject_token": user_token,
-                "subject_token_type": ACCESS_TOKEN,
-                "requested_token_type": DEFERRED,
-                **extra,
-            },
-        )
-        assert response.status_code == 200, response.text
-        assert response.json()["issued_token_type"] == DEFERRED
-        handle: str = response.json()["access_token"]
-        return handle
-
-    def redeem(self, handle: str) -> httpx.Response:
-        data = {"grant_type": EXCHANGE, "subject_token": handle, "subject_token_type": DEFERRED}
-        return self.post("/oauth2/token", data)
-
-    def redeemed_token(self, handle: str) -> str:
-        response = self.redeem(handle)
-        assert response.status_code == 200, response.text
-        token: str = response.json()["access_token"]
-        return token
-
-    def introspect(self, token: str) -> dict[str, Any]:
-        response = self.post("/oauth2/introspect", {"token": token})
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-
-def register(chit: ChitServer, directory: Path, name: str, manifest: str) -> dict[str, Any]:
-    path = directory / f"{name}.toml"
-    path.write_text(manifest, encoding="utf-8")
-    data: dict[str, Any] = chit.cli_ok("service", "register", str(path), "--json").json()
-    return data
-
-
-class Installation(NamedTuple):
-    chit: ChitServer
-    image_store: Service
-
-
 @pytest.fixture(scope="module")
-def installation(module_server: ModuleServers, tmp_path_factory: pytest.TempPathFactory) -> Installation:
-    chit = module_server("delegations-admin")
-    directory = tmp_path_factory.mktemp("delegations-admin-manifests")
-    register(chit, directory, "tagging", TAGGING)
-    secret = register(chit, directory, "image-store", IMAGE_STORE)["client_secret"]
+def installation(module_server: ModuleServers) -> TaggingInstallation:
+    installation = tagging_installation(module_server, "delegations-admin")
     for name, permissions in {
         "dlg-reader": ["chit:delegations:read"],
         "dlg-writer": ["chit:delegations:write"],
         "dlg-manager": ["chit:delegations:read", "chit:delegations:write"],
         "user-reader": ["chit:users:read"],
     }.items():
-        chit.cli_ok("role", "create", name, *[a for p in permissions for a in ("--permission", p)])
-    return Installation(chit, Service(chit, "image-store", secret))
+        installation.chit.cli_ok("role", "create", name, *[a for p in permissions for a in ("--permission", p)])
+    return installation
 
 
 @pytest.fixture(scope="module")
-def chit(installation: Installation) -> ChitServer:
+def chit(installation: TaggingInstallation) -> ChitServer:
     return installation.chit
 
 
 @pytest.fixture(scope="module")
-def image_store(installation: Installation) -> Service:
+def image_store(installation: TaggingInstallation) -> ServiceClient:
     return installation.image_store
 
 
@@ -158,15 +89,7 @@ def admin(chit: ChitServer) -> Api:
 
 def user(chit: ChitServer, name: str, *roles: str) -> tuple[str, str]:
     """A user who may let image-store act for them later: (their id, a fresh login token)."""
-    args = [a for role in ("tagging:editor", "image-store:viewer", *roles) for a in ("--role", role)]
-    user_id: str = chit.add_user(name, PASSWORD, *args)["id"]
-    return user_id, login_token(chit, name)
-
-
-def login_token(chit: ChitServer, name: str) -> str:
-    api = as_user(chit, name, PASSWORD)
-    assert api.token is not None
-    return api.token
+    return add_tagging_user(chit, name, PASSWORD, *roles)
 
 
 def caller(chit: ChitServer, name: str, role: str) -> Api:
@@ -175,30 +98,9 @@ def caller(chit: ChitServer, name: str, role: str) -> Api:
     return as_user(chit, name, PASSWORD)
 
 
-def delegation_id(handle: str) -> str:
-    return handle.removeprefix("chit_dd_").split(".", 1)[0]
-
-
-def assert_error(response: httpx.Response, status: int, error: str, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] == error, body
-    for fragment in fragments:
-        assert fragment in body["error_description"], body
-
-
-def events(admin: Api, type: str) -> list[dict[str, Any]]:
-    response = admin.get("/admin/audit", params={"type": type, "limit": 1000})
-    assert response.status_code == 200, response.text
-    found: list[dict[str, Any]] = response.json()["events"]
-    return found
-
-
 def refusals(admin: Api, actor: str, operation: str) -> list[dict[str, Any]]:
     return [
-        e
-        for e in events(admin, "admin.refused")
-        if e["actors"] == [actor] and e["detail"].get("operation") == operation
+        e for e in admin.audit("admin.refused") if e["actors"] == [actor] and e["detail"].get("operation") == operation
     ]
 
 
@@ -206,13 +108,13 @@ def refusals(admin: Api, actor: str, operation: str) -> list[dict[str, Any]]:
 
 
 def test_a_users_delegations_are_listed_with_their_state_and_never_their_secret(
-    chit: ChitServer, admin: Api, image_store: Service
+    chit: ChitServer, admin: Api, image_store: ServiceClient
 ) -> None:
     alice_id, alice_token = user(chit, "list-alice")
     _, bob_token = user(chit, "list-bob")
-    nightly = image_store.defer(alice_token, job_id="nightly-retag", expires_in="3600")
-    weekly = image_store.defer(alice_token, job_id="weekly")
-    bobs = image_store.defer(bob_token)
+    nightly = image_store.deferred_handle(alice_token, job_id="nightly-retag", expires_in="3600")
+    weekly = image_store.deferred_handle(alice_token, job_id="weekly")
+    bobs = image_store.deferred_handle(bob_token)
     image_store.redeemed_token(nightly)
 
     response = admin.get("/admin/delegations", params={"user": "list-alice"})
@@ -274,11 +176,11 @@ def test_openapi_documents_both_routes_and_their_permissions(chit: ChitServer) -
 
 
 def test_revoking_ends_the_handle_and_the_tokens_redeemed_from_it_once(
-    chit: ChitServer, admin: Api, image_store: Service
+    chit: ChitServer, admin: Api, image_store: ServiceClient
 ) -> None:
     carol_id, carol_token = user(chit, "revoke-carol")
-    handle = image_store.defer(carol_token, job_id="thumbnails")
-    other = image_store.defer(carol_token, job_id="kept")
+    handle = image_store.deferred_handle(carol_token, job_id="thumbnails")
+    other = image_store.deferred_handle(carol_token, job_id="kept")
     token = image_store.redeemed_token(handle)
     dlg = delegation_id(handle)
     assert claims_of(token)["sid"] == dlg
@@ -297,38 +199,27 @@ def test_revoking_ends_the_handle_and_the_tokens_redeemed_from_it_once(
     assert listed[dlg]["revoked_at"] is not None
     assert listed[delegation_id(other)]["state"] == "active"
 
-    revoked = [e for e in events(admin, "delegation.revoked") if e["detail"].get("delegation") == dlg]
+    revoked = [e for e in admin.audit("delegation.revoked") if e["detail"].get("delegation") == dlg]
     assert len(revoked) == 1
     [event] = revoked
     assert (event["outcome"], event["subject"], event["actors"]) == ("success", carol_id, [admin.subject])
     assert event["detail"] == {"delegation": dlg, "job_id": "thumbnails"}
 
 
-def test_concurrent_revocations_record_one_event(chit: ChitServer, admin: Api, image_store: Service) -> None:
+def test_concurrent_revocations_record_one_event(chit: ChitServer, admin: Api, image_store: ServiceClient) -> None:
     _, token = user(chit, "race-dan")
-    dlg = delegation_id(image_store.defer(token, job_id="race"))
-    barrier = threading.Barrier(20)
-    answers: list[httpx.Response] = []
-
-    def revoke() -> None:
-        barrier.wait()
-        answers.append(admin.delete(f"/admin/delegations/{dlg}"))
-
-    threads = [threading.Thread(target=revoke) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    dlg = delegation_id(image_store.deferred_handle(token, job_id="race"))
+    answers = at_once(20, lambda _: admin.delete(f"/admin/delegations/{dlg}"))
     assert [a.status_code for a in answers] == [200] * 20, [a.text for a in answers if a.status_code != 200]
     assert sorted(a.json()["revoked"] for a in answers) == [False] * 19 + [True]
-    assert len([e for e in events(admin, "delegation.revoked") if e["detail"].get("delegation") == dlg]) == 1
+    assert len([e for e in admin.audit("delegation.revoked") if e["detail"].get("delegation") == dlg]) == 1
 
 
 def test_revoking_takes_chit_delegations_write_and_tells_only_a_reader_what_does_not_exist(
-    chit: ChitServer, admin: Api, image_store: Service
+    chit: ChitServer, admin: Api, image_store: ServiceClient
 ) -> None:
     _, token = user(chit, "rights-erin")
-    handle = image_store.defer(token)
+    handle = image_store.deferred_handle(token)
     dlg = delegation_id(handle)
     narrow = caller(chit, "dlg-rights-narrow", "user-reader")
     reader = caller(chit, "dlg-rights-reader", "dlg-reader")
@@ -353,9 +244,11 @@ def test_revoking_takes_chit_delegations_write_and_tells_only_a_reader_what_does
     assert_error(image_store.redeem(handle), 400, "invalid_request")
 
 
-def test_disabling_the_user_ends_their_delegations_for_good(chit: ChitServer, admin: Api, image_store: Service) -> None:
+def test_disabling_the_user_ends_their_delegations_for_good(
+    chit: ChitServer, admin: Api, image_store: ServiceClient
+) -> None:
     _, token = user(chit, "disabled-frank")
-    handle = image_store.defer(token, job_id="after-disable")
+    handle = image_store.deferred_handle(token, job_id="after-disable")
     redeemed = image_store.redeemed_token(handle)
 
     assert admin.post("/admin/users/disabled-frank/disable").status_code == 200

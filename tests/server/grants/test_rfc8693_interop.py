@@ -10,10 +10,8 @@ import jwt
 import pytest
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuth2Client
-from helpers import ChitServer, ModuleServers, access_token, login
+from helpers import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, ChitServer, ModuleServers, register_manifest, user_token
 
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 PASSWORD = "interop-password-1"
 IMAGE_STORE = """\
 id = "image-store"
@@ -39,9 +37,7 @@ permissions = ["image-store:images:write"]
 def chit(module_server: ModuleServers) -> ChitServer:
     server = module_server("interop")
     for name, text in (("image-store", IMAGE_STORE), ("tagging", TAGGING)):
-        path = server.data_dir.parent / f"{name}.toml"
-        path.write_text(text, encoding="utf-8")
-        secret = server.cli_ok("service", "register", str(path), "--json").json()["client_secret"]
+        secret = register_manifest(server, server.data_dir.parent, name, text)
         setattr(server, name.replace("-", "_") + "_secret", secret)
     server.add_user("alice", PASSWORD, "--role", "image-store:owner", "--role", "tagging:editor")
     return server
@@ -62,12 +58,16 @@ def verify(chit: ChitServer, token: str, audience: str) -> dict[str, Any]:
 
 
 def test_authlib_exchanges_and_pyjwt_verifies_the_chain(chit: ChitServer) -> None:
-    user = access_token(login(chit, "alice", PASSWORD))
+    user = user_token(chit, "alice", PASSWORD)
     with OAuth2Client("image-store", chit.image_store_secret, timeout=30) as client:  # type: ignore[attr-defined]
         first = client.fetch_token(
-            chit.token_url, grant_type=EXCHANGE, subject_token=user, subject_token_type=ACCESS, audience="tagging"
+            chit.token_url,
+            grant_type=TOKEN_EXCHANGE,
+            subject_token=user,
+            subject_token_type=ACCESS_TOKEN_TYPE,
+            audience="tagging",
         )
-    assert first["issued_token_type"] == ACCESS
+    assert first["issued_token_type"] == ACCESS_TOKEN_TYPE
     assert first["token_type"] == "Bearer"
     claims = verify(chit, first["access_token"], "tagging")
     assert claims["act"]["client_id"] == "image-store"
@@ -77,9 +77,9 @@ def test_authlib_exchanges_and_pyjwt_verifies_the_chain(chit: ChitServer) -> Non
         async with AsyncOAuth2Client("tagging", chit.tagging_secret, timeout=30) as client:  # type: ignore[attr-defined]
             token: dict[str, Any] = await client.fetch_token(
                 chit.token_url,
-                grant_type=EXCHANGE,
+                grant_type=TOKEN_EXCHANGE,
                 subject_token=first["access_token"],
-                subject_token_type=ACCESS,
+                subject_token_type=ACCESS_TOKEN_TYPE,
                 audience="image-store",
             )
             return token
@@ -95,5 +95,7 @@ def test_authlib_exchanges_and_pyjwt_verifies_the_chain(chit: ChitServer) -> Non
 def test_authlib_sees_the_rfc_error_of_a_refused_exchange(chit: ChitServer) -> None:
     client = OAuth2Client("tagging", chit.tagging_secret, timeout=30)  # type: ignore[attr-defined]
     with client, pytest.raises(OAuthError) as refused:
-        client.fetch_token(chit.token_url, grant_type=EXCHANGE, subject_token="garbage", subject_token_type=ACCESS)
+        client.fetch_token(
+            chit.token_url, grant_type=TOKEN_EXCHANGE, subject_token="garbage", subject_token_type=ACCESS_TOKEN_TYPE
+        )
     assert refused.value.error == "invalid_request"
