@@ -64,6 +64,14 @@ class TokenEndpoint:
 
         Raises ``DatabaseBusyError`` when a database lock was held too long (on an event loop: at all).
         """
+        if not self.only_reads(grant_type, params):
+            return self._issue(params, grant_type, authorization=authorization, source=source, request_id=request_id)
+        with self.server.store.shared_reads():  # the few reads of a cheap grant share one connection
+            return self._issue(params, grant_type, authorization=authorization, source=source, request_id=request_id)
+
+    def _issue(
+        self, params: dict[str, str], grant_type: str, *, authorization: str | None, source: str, request_id: str
+    ) -> TokenOutcome:
         try:
             client = authenticate_client(self.server.store, params, authorization)
         except InvalidClientError as exc:

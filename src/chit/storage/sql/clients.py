@@ -103,8 +103,7 @@ class Clients(Grants):
     def _sqlite_client(self, client_id: str, with_permissions: bool) -> Client | None:
         """The token endpoint's lookup on the DBAPI connection: 12 µs instead of 90 through Core."""
         try:
-            connection = self._engine_here().raw_connection()
-            try:
+            with self._raw_sqlite() as connection:
                 cursor = connection.cursor()
                 row = cursor.execute(_SQLITE_CLIENT, (client_id,)).fetchone()
                 if row is None:
@@ -113,8 +112,6 @@ class Clients(Grants):
                 if with_permissions:
                     granted = frozenset(r[0] for r in cursor.execute(SQLITE_PERMISSIONS_OF, (row[0],)))
                 cursor.close()
-            finally:
-                connection.close()  # back to the pool
         except (DBAPIError, sqlite3.Error) as exc:
             _raise_if_busy(exc)
             raise

@@ -9,6 +9,7 @@ import asyncio
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table
@@ -18,6 +19,9 @@ from sqlalchemy.exc import DBAPIError
 
 from chit.errors import DatabaseBusyError
 from chit.storage.engine import create_database_engine, is_lock_error
+
+# the store and DBAPI connection that hot-path reads share for the duration of ``shared_reads``
+_shared: ContextVar[tuple[Connected, Any] | None] = ContextVar("chit_shared_sqlite_reads", default=None)
 
 
 def _split(text: str | None) -> frozenset[str] | None:
@@ -73,16 +77,42 @@ class Connected:
             return engine
         return self.engine
 
+    @contextmanager
+    def shared_reads(self) -> Iterator[None]:
+        """The hot-path SQLite reads of the block share one pooled connection: one checkout instead of
+        one per read (a token exchange reads six times). Each read is still its own statement."""
+        current = _shared.get()
+        if not self._sqlite or (current is not None and current[0] is self):
+            yield
+            return
+        connection = self._engine_here().raw_connection()
+        token = _shared.set((self, connection))
+        try:
+            yield
+        finally:
+            _shared.reset(token)
+            connection.close()  # back to the pool
+
+    @contextmanager
+    def _raw_sqlite(self) -> Iterator[Any]:
+        """SQLite's DBAPI connection: the block's shared one (``shared_reads``), else one from the pool."""
+        current = _shared.get()
+        if current is not None and current[0] is self:
+            yield current[1]
+            return
+        connection = self._engine_here().raw_connection()
+        try:
+            yield connection
+        finally:
+            connection.close()  # back to the pool
+
     def _sqlite_rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         """One hot-path read on SQLite's DBAPI connection: about 10 µs, where Core takes about 90."""
         try:
-            connection = self._engine_here().raw_connection()
-            try:
+            with self._raw_sqlite() as connection:
                 cursor = connection.cursor()
                 rows = cursor.execute(sql, params).fetchall()
                 cursor.close()
-            finally:
-                connection.close()  # back to the pool
         except (DBAPIError, sqlite3.Error) as exc:
             _raise_if_busy(exc)
             raise
