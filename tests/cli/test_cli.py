@@ -452,7 +452,7 @@ def test_keys_rotate_publishes_at_once_and_signs_later(shared: ChitServer) -> No
     before = jwks_kids(shared)
     started = datetime.now(UTC)
     data = shared.cli_ok("keys", "rotate", "--json").json()
-    assert set(data) == {"kid", "alg", "signs_from", "previous_kid"}
+    assert set(data) == {"kid", "alg", "signs_from", "previous_kid", "biscuit_root_key_id", "biscuit_public_key"}
     assert data["alg"] == "RS256"
     assert data["previous_kid"] in before
     assert data["kid"] not in before

@@ -66,7 +66,12 @@ def run_ok(server: ChitServer | None, *args: str, terminal: bool = False) -> str
 LISTS = [
     (["user", "list"], "users", {"id", "username", "roles", "disabled"}, ["admin", "lister", "box-readers"]),
     (["client", "list"], "clients", {"client_id", "id", "grant_types", "scope", "roles"}, ["box-bot", "chit-cli"]),
-    (["service", "list"], "services", {"id", "description", "permissions"}, ["warehouse", "warehouse:boxes:move"]),
+    (
+        ["service", "list"],
+        "services",
+        {"id", "description", "permissions", "public_key"},
+        ["warehouse", "warehouse:boxes:move"],
+    ),
     (["role", "list"], "roles", {"name", "service", "permissions"}, ["box-readers", "warehouse:boxes:read"]),
     (["role", "grants"], "grants", {"principal", "type", "name", "role"}, ["box-readers", "box-bot", "lister"]),
     (["session", "list"], "sessions", {"id", "username", "client_id", "scope", "active"}, ["lister", "chit-cli"]),

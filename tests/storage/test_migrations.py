@@ -1,17 +1,19 @@
-"""Alembic migrations create exactly ``chit.storage.tables.metadata``; bootstrap keeps secrets private."""
+"""Alembic migrations create exactly ``chit.storage.tables.metadata`` and keep the data they find; bootstrap
+keeps secrets private."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
 from chit.server.bootstrap import bootstrap
 from chit.server.config import build_settings
-from chit.storage.engine import has_schema, migrate
+from chit.storage.engine import alembic_config, has_schema, migrate
 from chit.storage.tables import metadata
 
 
@@ -90,3 +92,49 @@ def test_bootstrap_tightens_an_existing_loose_data_dir_and_is_idempotent(tmp_pat
     assert (data_dir / "keys" / "keyset.json").read_bytes() == keyset
     assert mode(data_dir) == 0o700
     assert mode(data_dir / "keys") == 0o700
+
+
+def upgrade_to(engine: Engine, revision: str, *, down: bool = False) -> None:
+    with engine.connect() as connection:
+        config = alembic_config(engine)
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+        connection.commit()
+
+
+def registry_rows(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return {
+            name: sorted(tuple(r) for r in conn.execute(select(metadata.tables[name])))
+            for name in ("roles", "role_permissions", "permissions")
+        }
+
+
+def test_0005_adds_service_keys_and_keeps_the_registry_it_finds(engine: Engine) -> None:
+    """On SQLite a rebuilt ``services`` table would cascade to its roles and permissions: nothing may go."""
+    upgrade_to(engine, "0004")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO services (id, description, manifest, on_behalf, deferred, registered_at, updated_at)"
+                " VALUES ('old', '', '{}', '', '', 1, 1)"
+            )
+        )
+        conn.execute(text("INSERT INTO permissions (name, service_id, description) VALUES ('old:a:read', 'old', '')"))
+        conn.execute(
+            text("INSERT INTO roles (name, description, created_at, service_id) VALUES ('old:r', '', 1, 'old')")
+        )
+        conn.execute(text("INSERT INTO role_permissions (role, permission) VALUES ('old:r', 'old:a:read')"))
+    before = registry_rows(engine)
+
+    migrate(engine)
+    assert schema_differences(engine) == []
+    assert registry_rows(engine) == before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, public_key FROM services")).all() == [("old", None)]
+
+    upgrade_to(engine, "0004", down=True)
+    assert registry_rows(engine) == before
+    assert "public_key" not in {c["name"] for c in inspect(engine).get_columns("services")}
+    migrate(engine)
+    assert schema_differences(engine) == []

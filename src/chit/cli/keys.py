@@ -10,7 +10,7 @@ from chit.cli.common import DatabaseUrl, DataDir, JsonFlag, administration, emit
 from chit.core.keys import check_algorithm
 from chit.errors import ConfigurationError
 
-app = typer.Typer(help="Manage signing keys.", no_args_is_help=True)
+app = typer.Typer(help="Manage signing keys and chit root keys.", no_args_is_help=True)
 
 
 def check_alg(value: str | None) -> str | None:
@@ -35,7 +35,15 @@ def rotate(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Publish a new signing key now; it signs once caches of the JWKS hold it (max-age), or at once
-    with --now. The old key stays published until every token it signed has expired."""
+    with --now. A new chit root key is published too and mints at once (chits name their root key id).
+    Old keys stay published until every token they signed has expired."""
     with administration(data_dir, database_url) as admin:
         data = admin.rotate_keys(alg, now)
-    emit(data, as_json, lambda d: f"Published key {d['kid']} ({d['alg']}); it signs from {d['signs_from']}")
+    emit(
+        data,
+        as_json,
+        lambda d: (
+            f"Published key {d['kid']} ({d['alg']}); it signs from {d['signs_from']}\n"
+            f"Published chit root key {d['biscuit_root_key_id']} ({d['biscuit_public_key']}); it mints now"
+        ),
+    )

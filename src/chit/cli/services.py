@@ -1,4 +1,5 @@
-"""``chit service register MANIFEST``, ``chit service list`` and ``chit service remove SERVICE_ID``."""
+"""``chit service register MANIFEST``, ``chit service list``, ``chit service key SERVICE_ID`` and
+``chit service remove SERVICE_ID``."""
 
 from __future__ import annotations
 
@@ -30,16 +31,28 @@ def remove(
 @app.command("register")
 def register(
     manifest: Annotated[Path, typer.Argument(help="The service's manifest (TOML).")],
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            metavar="ed25519/HEX",
+            help="The service's own public key; without it, a service with no key gets a new pair.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register or update a service from its manifest (idempotent). Creates the service's client
-    for client_credentials and prints its secret once, on first registration."""
+    for client_credentials and prints its secret once, on first registration. A service with no key
+    gets an Ed25519 pair: the public half is published, the private half waits in the data directory
+    for `chit service key SERVICE_ID`."""
     with refusals():  # a file that cannot be read, or is too large, is refused like a bad manifest
         parsed = load_manifest(manifest)
     with administration(data_dir, database_url) as admin:
-        outcome, secret = admin.register_service(parsed)
+        registered = admin.register_service(parsed, public_key)
+    outcome, secret = registered.outcome, registered.client_secret
     data = {
         "service": parsed.id,
         "created": outcome.created,
@@ -48,23 +61,54 @@ def register(
         "client_secret": secret,
         "roles": sorted(parsed.roles),
         "permissions": sorted(parsed.permissions),
+        "public_key": registered.public_key,
+        "key_changed": outcome.key_set,
+        "private_key_waiting": registered.private_key_waiting,
     }
 
     def human(d: dict[str, object]) -> str:
         if not outcome.changed:
-            return f"Service {parsed.id} is registered and unchanged"
-        verb = "Registered" if outcome.created else "Updated"
-        lines = [f"{verb} service {parsed.id}: {len(parsed.permissions)} permissions, {len(parsed.roles)} roles"]
+            lines = [f"Service {parsed.id} is registered and unchanged"]
+        else:
+            verb = "Registered" if outcome.created else "Updated"
+            lines = [f"{verb} service {parsed.id}: {len(parsed.permissions)} permissions, {len(parsed.roles)} roles"]
         if secret:
             lines += [f"client_id: {parsed.id}", f"client_secret: {secret}", "(shown once)"]
+        if outcome.key_set:
+            lines.append(f"public_key: {registered.public_key}")
+        if outcome.key_set and registered.private_key_waiting:
+            lines.append(f"(its private key waits in the data directory: `chit service key {parsed.id}` hands it over)")
         return "\n".join(lines)
+
+    emit(data, as_json, human)
+
+
+@app.command("key")
+def key(
+    service_id: Annotated[str, typer.Argument(help="The id of a registered service.")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Make a new pair; its public half replaces the published key.")
+    ] = False,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print the service's private key once: the one registration left in the data directory, which is
+    deleted, or with --rotate a new one, whose public half is published at once. The service signs
+    third-party blocks with it."""
+    with administration(data_dir, database_url) as admin:
+        pair = admin.rotate_service_key(service_id) if rotate else admin.hand_over_service_key(service_id)
+    data = {"service": service_id, "public_key": pair.public_key, "private_key": pair.private_key, "rotated": rotate}
+
+    def human(d: dict[str, object]) -> str:
+        return f"public_key: {pair.public_key}\nprivate_key: {pair.private_key}\n(shown once)"
 
     emit(data, as_json, human)
 
 
 @app.command("list")
 def list_services(as_json: JsonFlag = False, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """List registered services and the permissions they define."""
+    """List registered services, the permissions they define and their public keys."""
     with administration(data_dir, database_url) as admin:
         defined = admin.server.store.defined_permissions()
         services = [
@@ -74,6 +118,7 @@ def list_services(as_json: JsonFlag = False, data_dir: DataDir = None, database_
                 "permissions": sorted(p for p in defined if p.startswith(s.id + ":")),
                 "on_behalf": sorted(s.on_behalf),
                 "deferred": sorted(s.deferred),
+                "public_key": s.public_key,
             }
             for s in admin.services()
         ]
@@ -82,5 +127,6 @@ def list_services(as_json: JsonFlag = False, data_dir: DataDir = None, database_
         ("Description", field("description")),
         ("Permissions", field("permissions")),
         ("On behalf of users", field("on_behalf")),
+        ("Public key", field("public_key")),
     ]
     show("services", services, columns, as_json=as_json, empty="no services registered")

@@ -7,6 +7,7 @@ TOKEN_PATH = "/oauth2/token"  # RFC 6749 §3.2
 INTROSPECTION_PATH = "/oauth2/introspect"  # RFC 7662
 REVOCATION_PATH = "/oauth2/revoke"  # RFC 7009
 JWKS_PATH = "/.well-known/jwks.json"  # RFC 7517
+SERVICE_KEYS_PATH = "/.well-known/chit-service-keys"  # services' public keys (DESIGN §4, service_keys_uri)
 OPENID_CONFIGURATION_PATH = "/.well-known/openid-configuration"  # what the SDK reads
 AUTHORIZATION_SERVER_METADATA_PATH = "/.well-known/oauth-authorization-server"  # RFC 8414 §3
 DISCOVERY_PATHS = (AUTHORIZATION_SERVER_METADATA_PATH, OPENID_CONFIGURATION_PATH)  # the same document at both

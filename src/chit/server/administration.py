@@ -19,7 +19,8 @@ from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from chit.core.keys import check_algorithm
-from chit.errors import ChitError, NotFoundError, RefusedError
+from chit.core.service_keys import ServiceKeyPair, check_public_key, new_key_pair, public_half
+from chit.errors import ChitError, ConfigurationError, ConflictError, NotFoundError, RefusedError
 from chit.errors import ForbiddenError as ForbiddenError  # its home before chit.errors
 from chit.policy import administration as rules
 from chit.policy.manifest import Manifest
@@ -40,10 +41,12 @@ from chit.storage.records import (
     User,
     new_id,
 )
+from chit.storage.service_keyfiles import ServiceKeyFiles
 
 OPERATOR_SUBJECT = "operator"
 REFUSED = "admin.refused"
-_SECRET_ARGUMENTS = frozenset({"password"})
+# never in a refusal's audit event; a refused public key may be a private one pasted by mistake
+_SECRET_ARGUMENTS = frozenset({"password", "public_key"})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,6 +65,14 @@ class Caller:
     @classmethod
     def operator(cls) -> Caller:
         return cls(OPERATOR_SUBJECT, frozenset({rules.SUPER_ADMIN}), source="cli")
+
+
+@dataclass(frozen=True)
+class RegisteredService:
+    outcome: Registration
+    client_secret: str | None  # shown once, when its client was created now
+    public_key: str | None  # its service key now
+    private_key_waiting: bool  # the private half waits in the data directory for `chit service key`
 
 
 @dataclass(frozen=True)
@@ -228,9 +239,12 @@ class Administration:
     # services ----------------------------------------------------------------------------------
 
     @audited("service.register")
-    def register_service(self, manifest: Manifest) -> tuple[Registration, str | None]:
+    def register_service(self, manifest: Manifest, public_key: str | None = None) -> RegisteredService:
+        """Register or update a service; one without a key gets ``public_key``, else a new pair whose
+        private half waits in the data directory to be handed over once (DESIGN §4, Service keys)."""
         self.require("chit:services:admin")
         store = self.server.store
+        supplied = None if public_key is None else check_public_key(public_key)
         listed = parse_all([*manifest.needs, *manifest.on_behalf, *manifest.deferred])
         beyond = rules.unmanifestable(self.actor.permissions, listed)
         if beyond:
@@ -247,20 +261,113 @@ class Administration:
             raise RefusedError("; ".join(problems))
         secret = new_secret()
         admin_role = (rules.service_admin_role(manifest.id), str(rules.service_admin_permission(manifest.id)))
-        outcome = store.register_service(
-            manifest,
-            admin_role=admin_role,
-            secret_hash=hash_secret(secret),
-            now=self.server.now(),
-        )
+        existing = store.service(manifest.id)
+        pair = new_key_pair() if supplied is None and (existing is None or existing.public_key is None) else None
+        files = self._service_key_files()
+        # staged before the commit and put in place after it: a registration that fails leaves no key file
+        staged = None if pair is None else files.stage(manifest.id, pair.private_key)
+        try:
+            outcome = store.register_service(
+                manifest,
+                admin_role=admin_role,
+                secret_hash=hash_secret(secret),
+                now=self.server.now(),
+                public_key=supplied or (None if pair is None else pair.public_key),
+                replace_key=supplied is not None,
+            )
+        except BaseException:
+            if staged is not None:
+                files.discard(staged)
+            raise
+        if staged is not None:
+            if outcome.key_set:
+                files.place(staged, manifest.id)
+            else:
+                files.discard(staged)
+        elif outcome.key_set:
+            files.remove(manifest.id)  # a generated private key still waiting would match nothing now
         if outcome.changed:
             self._audit("service.registered", service=manifest.id, created=outcome.created)
-        return outcome, secret if outcome.client_created else None
+        record = store.service(manifest.id)
+        current = None if record is None else record.public_key
+        if outcome.key_set:
+            self._audit_key(manifest.id, current, outcome.replaced_key, "supplied" if supplied else "generated")
+        return RegisteredService(
+            outcome,
+            secret if outcome.client_created else None,
+            current,
+            files.waiting(manifest.id),
+        )
+
+    def _service_key_files(self) -> ServiceKeyFiles:
+        return ServiceKeyFiles(self.server.settings.data_dir)
+
+    def _audit_key(self, service_id: str, public_key: str | None, previous: str | None, source: str) -> None:
+        """``service.key_created`` or ``service.key_rotated``: public halves only, never a private one."""
+        if previous is None:
+            self._audit("service.key_created", service=service_id, public_key=public_key, source=source)
+        else:
+            self._audit(
+                "service.key_rotated",
+                service=service_id,
+                public_key=public_key,
+                previous_public_key=previous,
+                source=source,
+            )
+
+    def _registered(self, service_id: str) -> ServiceRecord:
+        record = self.server.store.service(service_id)
+        if record is None:
+            raise NotFoundError(f"no registered service {service_id!r}")
+        return record
+
+    @audited("service.key_hand_over")
+    def hand_over_service_key(self, service_id: str) -> ServiceKeyPair:
+        """The private key that registration left in the data directory, deleted as it is handed over."""
+        self.require("chit:services:admin")
+        record = self._registered(service_id)
+        rotate = f"rotate with `chit service key {service_id} --rotate`"
+        if record.public_key is None:
+            raise RefusedError(
+                f"service {service_id!r} has no key yet; create one with `chit service key {service_id} --rotate`"
+            )
+        private = self._service_key_files().take(service_id)
+        if private is None:
+            raise RefusedError(
+                f"the private key of service {service_id!r} was handed over already"
+                f" (or the service supplied its own); {rotate}"
+            )
+        try:
+            matches = public_half(private) == record.public_key
+        except ConfigurationError:
+            matches = False
+        if not matches:
+            raise RefusedError(
+                f"the private key waiting for service {service_id!r} does not match its published key"
+                f" and is deleted; {rotate}"
+            )
+        self._audit("service.key_handed_over", service=service_id, public_key=record.public_key)
+        return ServiceKeyPair(record.public_key, private)
+
+    @audited("service.key_rotate")
+    def rotate_service_key(self, service_id: str) -> ServiceKeyPair:
+        """A new pair for the service: its public half replaces the published key, its private half is
+        handed over at once (nothing is left in the data directory)."""
+        self.require("chit:services:admin")
+        record = self._registered(service_id)
+        pair = new_key_pair()
+        if not self.server.store.set_service_public_key(service_id, pair.public_key, replacing=record.public_key):
+            raise ConflictError(f"the key of service {service_id!r} changed meanwhile; retry")
+        self._service_key_files().remove(service_id)  # the old private half, if it still waited, matches nothing
+        self._audit_key(service_id, pair.public_key, record.public_key, "generated")
+        self._audit("service.key_handed_over", service=service_id, public_key=pair.public_key)
+        return pair
 
     @audited("service.remove")
     def remove_service(self, service_id: str) -> None:
         self.require("chit:services:admin")
         client_pk = self.server.store.remove_service(service_id)
+        self._service_key_files().remove(service_id)
         self._audit("service.removed", subject=client_pk, service=service_id)
         if client_pk is not None:
             self.server.revocations.client_removed(client_pk)
@@ -525,10 +632,18 @@ class Administration:
         # the server's max-age, not this process's: every cache must hold the key before it signs
         max_age = max(server.settings.jwks_max_age, server.keystore.jwks_max_age())
         delay = timedelta(0) if now else timedelta(seconds=max_age)
-        key = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
+        rotation = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
         server.keys(reload=True)  # published at once, in this process too
-        self._audit("keys.rotated", kid=key.kid, alg=key.alg, immediate=now)
-        return {"kid": key.kid, "alg": key.alg, "signs_from": key.signs_from.isoformat(), "previous_kid": current.kid}
+        key, root_key = rotation.signing_key, rotation.root_key
+        self._audit("keys.rotated", kid=key.kid, alg=key.alg, immediate=now, biscuit_root_key_id=root_key.id)
+        return {
+            "kid": key.kid,
+            "alg": key.alg,
+            "signs_from": key.signs_from.isoformat(),
+            "previous_kid": current.kid,
+            "biscuit_root_key_id": root_key.id,
+            "biscuit_public_key": root_key.public_key,
+        }
 
     # audit -------------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from chit.server.credentials import warm_up
 from chit.server.endpoints.introspection import IntrospectionEndpoint
 from chit.server.endpoints.metadata import server_metadata
 from chit.server.endpoints.revocation import RevocationEndpoint
+from chit.server.endpoints.service_keys import SERVICE_KEYS_PATH, service_keys
 from chit.server.endpoints.token import TokenEndpoint, TokenOutcome
 from chit.server.limits import SizeLimitMiddleware
 
@@ -189,6 +190,11 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     @app.get(JWKS_PATH, tags=["discovery"], summary="JSON Web Key Set (RFC 7517)")
     async def jwks() -> Response:
         body = server.keys().ring.jwks(server.now_datetime())
+        return JSONResponse(body, headers={"Cache-Control": f"public, max-age={settings.jwks_max_age}"})
+
+    @app.get(SERVICE_KEYS_PATH, tags=["discovery"], summary="Services' public keys (chit: service_keys_uri)")
+    async def published_service_keys() -> Response:
+        body = await run_in_threadpool(service_keys, server)  # a database read: off the event loop
         return JSONResponse(body, headers={"Cache-Control": f"public, max-age={settings.jwks_max_age}"})
 
     app.include_router(admin_router())

@@ -6,6 +6,7 @@ database or the key files, so a CLI command takes effect on a running server at 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chit.core import biscuit
 from chit.core.claims import AccessTokenClaims
 from chit.core.ids import unique_id
 from chit.core.jwt import AccessTokenDecoder, VerificationKey, encode_access_token, verification_key
@@ -28,16 +30,25 @@ from chit.storage.records import API_KEY_PREFIX, DELEGATION_PREFIX, Client, User
 from chit.storage.sql.store import Store
 
 KEY_RELOAD_INTERVAL = 1.0  # seconds between checks of the key set file for a rotation
+CHIT_ID_LENGTH = 64  # a chit's id in the audit log (token_id holds 64): the start of its revocation id
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedAccessToken:
+    """A JWT access token or a chit. A chit's ``claims`` are what its authority block states, its ``jti``
+    the first 64 hex characters of the authority block's revocation id (a chit carries no jti)."""
+
     token: str
     claims: AccessTokenClaims
+    revocation_ids: tuple[str, ...] = ()  # a chit's, one per block, the authority block's first
 
     @property
     def expires_in(self) -> int:
         return self.claims.exp - self.claims.iat
+
+    @property
+    def is_chit(self) -> bool:
+        return bool(self.revocation_ids)
 
 
 class AuthServer:
@@ -90,10 +101,54 @@ class AuthServer:
         a refresh-token family (``rtf_…``), an API key (``key_…``) or a deferred delegation (``dlg_…``);
         it travels as ``sid``. A delegated token carries ``act``, may be addressed to fewer services
         than its permissions name (``aud``), and never outlives what it came from (``not_after``)."""
+        claims = self._claims(subject, client, permissions, session_id, act, aud, not_after)
+        key = self.keys().ring.signing_key(self.now_datetime())
+        return IssuedAccessToken(encode_access_token(claims, key), claims)
+
+    def mint_chit(
+        self,
+        *,
+        subject: str,
+        client: Client,
+        permissions: Iterable[Permission],
+        session_id: str | None = None,
+        act: Mapping[str, Any] | None = None,
+        not_after: int | None = None,
+    ) -> IssuedAccessToken:
+        """A chit stating what ``issue_access_token`` would sign, minted by the newest root key: the
+        permissions as rights (none with a ``*`` segment), ``act`` as the actor facts, the same expiry.
+        A chit names no audience and no session: the grant narrows its rights, revocation finds it by
+        its revocation ids (recorded with the session in the audit log)."""
+        concrete = [p for p in permissions if biscuit.is_concrete(str(p))]
+        claims = self._claims(subject, client, concrete, session_id, act, None, not_after)
+        root = self.keys().minting_root_key
+        minted = biscuit.mint(
+            root.private_key,
+            root.id,
+            issuer=claims.iss,
+            subject=claims.sub,
+            client_id=claims.client_id,
+            permissions=claims.scope,
+            actors=[(actor.subject, actor.client_id or "") for actor in actors_from_claim(act)],
+            expires_at=claims.exp,
+        )
+        claims = dataclasses.replace(claims, jti=minted.revocation_id[:CHIT_ID_LENGTH])
+        return IssuedAccessToken(minted.token, claims, minted.revocation_ids)
+
+    def _claims(
+        self,
+        subject: str,
+        client: Client,
+        permissions: Iterable[Permission],
+        session_id: str | None,
+        act: Mapping[str, Any] | None,
+        aud: Sequence[str] | None,
+        not_after: int | None,
+    ) -> AccessTokenClaims:
         perms = sorted(set(permissions))
         now = self.now()
         exp = now + self.settings.access_token_ttl
-        claims = AccessTokenClaims(
+        return AccessTokenClaims(
             iss=self.settings.issuer,
             sub=subject,
             aud=tuple(aud) if aud else tuple(audience(perms)),
@@ -105,8 +160,6 @@ class AuthServer:
             act=act,
             sid=session_id,
         )
-        key = self.keys().ring.signing_key(self.now_datetime())
-        return IssuedAccessToken(encode_access_token(claims, key), claims)
 
     def _verification_key(self, kid: str) -> VerificationKey | None:
         key = self.keys().ring.find(kid, self.now_datetime())

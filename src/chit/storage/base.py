@@ -79,12 +79,30 @@ class ServiceStore(Protocol):
         ...
 
     def register_service(
-        self, manifest: Manifest, *, admin_role: tuple[str, str], secret_hash: str, now: int
+        self,
+        manifest: Manifest,
+        *,
+        admin_role: tuple[str, str],
+        secret_hash: str,
+        now: int,
+        public_key: str | None = None,
+        replace_key: bool = False,
     ) -> Registration:
         """Create or update a service from its manifest; refuse to drop what is still granted.
 
         ``admin_role`` is (role name, permission) of the service's admin role, kept across updates.
+        ``public_key`` is stored in the same transaction when the service has no key yet, or, with
+        ``replace_key``, whatever key it has; a key another service has is a ``ConflictError``.
         """
+        ...
+
+    def service_public_keys(self) -> list[tuple[str, str]]:
+        """(service id, public key) of every service that has a key, by service id."""
+        ...
+
+    def set_service_public_key(self, service_id: str, public_key: str, *, replacing: str | None) -> bool:
+        """Store a service's public key if its key is still ``replacing`` (None: it has none); False when
+        it is not (another writer came first)."""
         ...
 
     def create_role(self, name: str, permissions: Iterable[str], now: int, description: str = "") -> None: ...

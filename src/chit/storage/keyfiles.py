@@ -4,7 +4,12 @@ Layout (directory 0700, files 0600)::
 
     keys/keyset.json        which keys exist and when each signs (no secrets)
     keys/jwt-<kid>.pem      PKCS#8 private keys
-    keys/biscuit-<n>.key    Biscuit root private keys, ``ed25519-private/<hex>``
+    keys/biscuit-<n>.key    Biscuit root private keys, ``ed25519-private/<hex>``; ``n`` is the root key id
+
+Root keys rotate with the JWT keys (``chit keys rotate``), but a new root key mints at once: a chit names
+its root key id, and a verifier that does not know the id fetches discovery again. An older root key stays
+published for the retention (the longest an access token, hence a chit, can be accepted) after the next one
+took over, then it is dropped. A key set written before root keys had ids holds ``biscuit-1.key``: id 1.
 
 Writers take ``keys/.lock`` and replace ``keyset.json`` atomically, so a server reading the set while
 ``chit keys rotate`` runs sees the old set or the new one, never half of one.
@@ -38,10 +43,65 @@ KEYSET = "keyset.json"
 
 
 @dataclass(frozen=True)
+class RootKey:
+    """A Biscuit root key: chits name its ``id`` so that a verifier picks the published key by id."""
+
+    id: int
+    private_key: str  # "ed25519-private/<hex>", a secret
+    public_key: str  # "ed25519/<hex>"
+    created_at: datetime
+
+    def __repr__(self) -> str:  # never let the private key reach a log
+        return f"RootKey(id={self.id}, public_key={self.public_key!r}, created_at={self.created_at.isoformat()})"
+
+
+@dataclass(frozen=True)
 class LoadedKeys:
     ring: KeyRing
-    biscuit_private_keys: tuple[str, ...]  # newest first
-    biscuit_public_keys: tuple[str, ...]  # newest first, "ed25519/<hex>"
+    root_keys: tuple[RootKey, ...]  # newest (highest id) first; the newest mints
+    retention: timedelta  # how long a root key stays published after the next one took over
+
+    @property
+    def minting_root_key(self) -> RootKey:
+        return self.root_keys[0]
+
+    @property
+    def biscuit_private_keys(self) -> tuple[str, ...]:
+        return tuple(k.private_key for k in self.root_keys)
+
+    @property
+    def biscuit_public_keys(self) -> tuple[str, ...]:
+        return tuple(k.public_key for k in self.root_keys)
+
+    @property
+    def biscuit_public_keys_by_id(self) -> dict[int, str]:
+        return {k.id: k.public_key for k in self.root_keys}
+
+    def published_root_keys(self, now: datetime) -> tuple[RootKey, ...]:
+        """Newest first: the minting key, and older ones whose chits may still be accepted."""
+        return tuple(k for k in self.root_keys if _root_key_published(k, self.root_keys, now, self.retention))
+
+
+@dataclass(frozen=True)
+class Rotation:
+    signing_key: SigningKey  # the new JWT key, signing from its ``signs_from``
+    root_key: RootKey  # the new Biscuit root key, minting at once
+
+
+def _root_key_published(key: RootKey, keys: tuple[RootKey, ...], now: datetime, retention: timedelta) -> bool:
+    successors = [k.created_at for k in keys if k.id > key.id]
+    return not successors or min(successors) + retention > now
+
+
+def _root_key_id(entry: dict[str, Any]) -> int:
+    """An entry's id; a key set written before ids existed names only the file ``biscuit-<n>.key``."""
+    if "id" in entry:
+        return int(entry["id"])
+    name = str(entry["file"])
+    digits = name.removeprefix("biscuit-").removesuffix(".key")
+    if not digits.isdigit():
+        raise ConfigurationError(f"the key set names a biscuit root key file {name!r} without an id")
+    return int(digits)
 
 
 def _ts(value: datetime) -> int:
@@ -106,13 +166,14 @@ class KeyStore:
             self._write_manifest(
                 {
                     "jwt": [self._entry(key)],
-                    "biscuit": [{"file": "biscuit-1.key", "created_at": _ts(now)}],
+                    "biscuit": [{"id": 1, "file": "biscuit-1.key", "created_at": _ts(now)}],
                 }
             )
             return True
 
-    def rotate(self, alg: Algorithm, now: datetime, *, delay: timedelta) -> SigningKey:
-        """Publish a new key now, signing from ``now + delay``; forget keys no token can need."""
+    def rotate(self, alg: Algorithm, now: datetime, *, delay: timedelta) -> Rotation:
+        """Publish a new JWT key now, signing from ``now + delay``, and a new root key that mints now;
+        forget keys no token can need."""
         with self._locked():
             manifest = self._read_manifest()
             signs_from = now + delay
@@ -124,11 +185,32 @@ class KeyStore:
             ring = KeyRing.of([*self._load_signing_keys(manifest), key], self.retention)
             keep = {k.kid for k in ring.published(now)}
             entries = [e for e in manifest["jwt"] if e["kid"] in keep] + [self._entry(key)]
-            self._write_manifest({**manifest, "jwt": entries})
+            root_key, root_entries, dropped = self._rotate_root_key(manifest, now)
+            self._write_manifest({**manifest, "jwt": entries, "biscuit": root_entries})
             for entry in manifest["jwt"]:
                 if entry["kid"] not in keep:
                     (self.dir / entry["file"]).unlink(missing_ok=True)
-            return key
+            for name in dropped:
+                (self.dir / name).unlink(missing_ok=True)
+            return Rotation(key, root_key)
+
+    def _rotate_root_key(
+        self, manifest: dict[str, Any], now: datetime
+    ) -> tuple[RootKey, list[dict[str, Any]], list[str]]:
+        """A new root key written to its file; the manifest entries to keep with it; the files to delete."""
+        old = self._load_root_keys(manifest)
+        key_id = max((k.id for k in old), default=0) + 1  # never reused: the newest key is always kept
+        private = biscuit.generate_root_private_key()
+        name = f"biscuit-{key_id}.key"
+        _write_private(self.dir / name, private.encode())
+        # stored in whole seconds: the key set holds epoch seconds
+        key = RootKey(key_id, private, biscuit.root_public_key(private), _dt(_ts(now)))
+        keys = (key, *old)
+        keep = {k.id for k in keys if _root_key_published(k, keys, now, self.retention)}
+        entries = [e for e in manifest["biscuit"] if _root_key_id(e) in keep]
+        dropped = [str(e["file"]) for e in manifest["biscuit"] if _root_key_id(e) not in keep]
+        entry = {"id": key_id, "file": name, "created_at": _ts(now)}
+        return key, [entry, *entries], dropped
 
     def note_jwks_max_age(self, seconds: int) -> None:
         """Record how long the running server lets caches keep its JWKS, for ``chit keys rotate``."""
@@ -144,11 +226,18 @@ class KeyStore:
     def load(self) -> LoadedKeys:
         manifest = self._read_manifest()
         ring = KeyRing.of(self._load_signing_keys(manifest), self.retention)
-        private = []
-        for entry in sorted(manifest["biscuit"], key=lambda e: e["created_at"], reverse=True):
-            private.append((self.dir / entry["file"]).read_text().strip())
-        public = tuple(biscuit.root_public_key(p) for p in private)
-        return LoadedKeys(ring, tuple(private), public)
+        return LoadedKeys(ring, self._load_root_keys(manifest), self.retention)
+
+    def _load_root_keys(self, manifest: dict[str, Any]) -> tuple[RootKey, ...]:
+        """Newest (highest id) first."""
+        keys = []
+        for entry in manifest["biscuit"]:
+            key_id = _root_key_id(entry)
+            private = (self.dir / entry["file"]).read_text().strip()
+            keys.append(RootKey(key_id, private, biscuit.root_public_key(private), _dt(entry["created_at"])))
+        if not keys:
+            raise ConfigurationError(f"{self.keyset_path} lists no biscuit root key")
+        return tuple(sorted(keys, key=lambda k: k.id, reverse=True))
 
     def _entry(self, key: SigningKey) -> dict[str, Any]:
         return {

@@ -79,13 +79,16 @@ class ServiceRecord:
     deferred: frozenset[str]
     registered_at: int
     updated_at: int
+    public_key: str | None = None  # its service key, "ed25519/<hex>"; None until it has one
 
 
 @dataclass(frozen=True, slots=True)
 class Registration:
     created: bool  # the service is new
-    changed: bool  # anything was written
+    changed: bool  # the registration was written (its key aside: ``key_set``)
     client_created: bool  # its client was created now (its secret is shown once)
+    key_set: bool = False  # the public key given with the registration was stored now
+    replaced_key: str | None = None  # the public key that one replaced, if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,9 @@ services = Table(
     Column("deferred", Text, nullable=False),  # ... and may delegate for later, to an asynchronous job
     Column("registered_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("public_key", Text, nullable=True),  # its service key, "ed25519/<hex>"
+    # a key names one service to those who trust it
+    Index("ix_services_public_key", "public_key", unique=True),
 )
 
 permissions = Table(

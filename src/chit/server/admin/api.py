@@ -123,7 +123,7 @@ def admin_router() -> APIRouter:
 
     @router.get("/services", summary="List registered services (chit:services:read)")
     def list_services(admin: Admin) -> dict[str, Any]:
-        return {"services": [json.loads(s.manifest) for s in admin.services()]}
+        return {"services": [{**json.loads(s.manifest), "public_key": s.public_key} for s in admin.services()]}
 
     @router.delete("/services/{service_id}", summary="Remove a service and its own client (chit:services:admin)")
     def remove_service(service_id: str, admin: Admin) -> dict[str, Any]:
@@ -135,8 +135,19 @@ def admin_router() -> APIRouter:
         manifest = parse_manifest(body.manifest, "manifest")
         if manifest.id != service_id:
             raise RefusedError(f"the manifest's id {manifest.id!r} is not {service_id!r}")
-        outcome, secret = admin.register_service(manifest)
-        return {**asdict(outcome), "service": manifest.id, "client_id": manifest.id, "client_secret": secret}
+        registered = admin.register_service(manifest, body.public_key)
+        outcome = registered.outcome
+        return {
+            "created": outcome.created,
+            "changed": outcome.changed,
+            "client_created": outcome.client_created,
+            "service": manifest.id,
+            "client_id": manifest.id,
+            "client_secret": registered.client_secret,
+            "public_key": registered.public_key,
+            "key_changed": outcome.key_set,
+            "private_key_waiting": registered.private_key_waiting,
+        }
 
     @router.get("/roles", summary="List roles (chit:roles:read)")
     def list_roles(admin: Admin) -> dict[str, Any]:

@@ -24,6 +24,11 @@ class NewClient(Strict):
 
 class ServiceManifest(Strict):
     manifest: str = Field(min_length=1, max_length=60_000, description="The service's manifest, TOML text")
+    public_key: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The service's own public key, ed25519/<hex>; without it, a service with no key gets a new pair",
+    )
 
 
 class NewRole(Strict):

@@ -1,6 +1,7 @@
 """The token endpoint (RFC 6749 §3.2): client authentication, then the grant the request names.
 
-Every request that names a client leaves an audit event: ``token.issued`` or ``token.refused``;
+Every request that names a client leaves an audit event: ``token.issued`` (for a chit, with ``format``
+``chit`` and its authority block's ``revocation_ids``) or ``token.refused``;
 except when the database stays locked by another session: that is no refusal of the client but
 ``DatabaseBusyError``, which goes up unaudited so that the caller can answer 503 (Retry-After) or,
 for a grant that only reads, redo the request in a thread.
@@ -104,18 +105,21 @@ class TokenEndpoint:
             )
             return TokenOutcome(None, exc, request.events)
         context = request.context
+        detail = dict(context.detail)
         if isinstance(issued, IssuedHandle):
             subject, token_id, scope, session = issued.subject, issued.id, issued.scope, None
         else:
             claims = issued.access.claims
             subject, token_id, scope, session = claims.sub, claims.jti, claims.scope, claims.sid
+            if issued.access.is_chit:  # what revoking the chit (or its session) has to find
+                detail.update(format="chit", revocation_ids=[issued.access.revocation_ids[0]])
         request.event(
             "token.issued",
             SUCCESS,
             subject=subject,
             actors=context.actors,
             token_id=token_id,
-            detail={**context.detail, "grant_type": grant_type, "scope": " ".join(scope), "session": session},
+            detail={**detail, "grant_type": grant_type, "scope": " ".join(scope), "session": session},
         )
         return TokenOutcome(issued.response(), None, request.events)
 

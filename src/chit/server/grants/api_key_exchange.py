@@ -2,8 +2,8 @@
 
 A bot presents its API key at the edge; a trusted client (the gateway, holding
 ``chit:api-keys:exchange``) exchanges it here for a short-lived access token, so that services only
-ever see one kind of token. The token carries the key's scope ∩ what its owner holds now, narrowed
-by ``scope``; no refresh token.
+ever see one kind of token. The token (a JWT, or a chit when asked for) carries the key's scope ∩ what
+its owner holds now, narrowed by ``scope``; no refresh token.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from chit.server.audit import SUCCESS
 from chit.server.authserver import AuthServer
 from chit.server.credentials import parse_api_key, secret_matches
 from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
+from chit.server.grants.chit_minting import Issuance, issue
 
 API_KEY_TOKEN_TYPE = "urn:chit:token-type:api-key"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 EXCHANGE_API_KEYS = "chit:api-keys:exchange"
 
 
@@ -49,14 +49,14 @@ def exchange_api_key(server: AuthServer, request: TokenRequest, subject_token: s
     granted = select_scope(intersect(held, parse_all(record.scope)), wanted)
     store.touch_api_key(record.id, now)
     # the key's id as sid: revoking the key revokes every token exchanged from it
-    issued = server.issue_access_token(
-        subject=record.owner_id, client=client, permissions=granted, session_id=record.id
+    issued = issue(
+        server, request, Issuance(subject=record.owner_id, client=client, permissions=granted, session_id=record.id)
     )
     request.event(
         "api_key.exchanged",
         SUCCESS,
         subject=record.owner_id,
-        token_id=issued.claims.jti,
+        token_id=issued.access.claims.jti,
         detail={"key_id": record.id},
     )
-    return IssuedTokens(issued, issued_token_type=ACCESS_TOKEN_TYPE)
+    return issued

@@ -5,10 +5,10 @@ At request time the service exchanges the user's token with
 ``chit_dd_<id>.<secret>``, stored hashed: bounded to its manifest's ``[on_behalf].deferred`` ∩ the
 subject token's scope ∩ what the user holds, bound to an optional ``job_id``, alive ``expires_in``
 seconds (at most ``CHIT_MAX_DEFERRED_TTL``). Hours later the job exchanges the handle
-(``subject_token_type`` that URN) for a short access token shaped like any delegated one; its scope is
-narrowed again to what the user holds *then*, its ``sid`` is the delegation's id (revoking the handle
-ends what it gave), and it never outlives the handle. Only the service it was issued to redeems it;
-disabling the user or revoking everything of theirs (``revoked_before``) ends it.
+(``subject_token_type`` that URN) for a short access token, or a chit, shaped like any delegated one;
+its scope is narrowed again to what the user holds *then*, its ``sid`` is the delegation's id (revoking
+the handle ends what it gave), and it never outlives the handle. Only the service it was issued to
+redeems it; disabling the user or revoking everything of theirs (``revoked_before``) ends it.
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ from chit.server.audit import SUCCESS
 from chit.server.authserver import AuthServer
 from chit.server.forms import targets
 from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
+from chit.server.grants.chit_minting import ACCESS_TOKEN_TYPE, Issuance, issue
 from chit.storage.records import Client, ServiceRecord, User
 
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ACCESS_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
 
@@ -80,15 +80,26 @@ def check_actor_token(server: AuthServer, request: TokenRequest) -> None:
         raise InvalidRequestError("the actor_token must be the exchanging client's own valid access token")
 
 
-def subject_token_claims(server: AuthServer, request: TokenRequest, token: str) -> tuple[AccessTokenClaims, User]:
-    """The claims and user of a subject token: this server's, active, a user's, naming the client in ``aud``."""
-    client = request.client
+def verified_subject_token(server: AuthServer, request: TokenRequest, token: str) -> AccessTokenClaims:
+    """The claims of a subject token this server signed, unexpired (``invalid_request`` otherwise)."""
     try:
         claims = server.decode_own_access_token(token)
     except InvalidTokenError as exc:
         raise InvalidRequestError(f"the subject_token is not a valid access token of this server: {exc}") from None
     request.context.subject = claims.sub
     request.context.detail["subject_token"] = claims.jti
+    return claims
+
+
+def subject_token_claims(server: AuthServer, request: TokenRequest, token: str) -> tuple[AccessTokenClaims, User]:
+    """The claims and user of a subject token: this server's, active, a user's, naming the client in ``aud``."""
+    claims = verified_subject_token(server, request, token)
+    return claims, delegating_user(server, request, claims)
+
+
+def delegating_user(server: AuthServer, request: TokenRequest, claims: AccessTokenClaims) -> User:
+    """The user of a verified subject token that is active and names the exchanging client in ``aud``."""
+    client = request.client
     if client.client_id not in claims.aud:
         raise InvalidRequestError(f"the subject_token is not addressed to {client.client_id} (its aud)")
     subject = server.active_subject(claims)
@@ -96,7 +107,7 @@ def subject_token_claims(server: AuthServer, request: TokenRequest, token: str) 
         raise InvalidRequestError("the subject_token is revoked")
     if not isinstance(subject, User):
         raise InvalidRequestError("the subject_token is not a user's: a service account acts as itself")
-    return claims, subject
+    return subject
 
 
 def issue_delegated(
@@ -111,8 +122,9 @@ def issue_delegated(
     session_id: str | None = None,
     not_after: int | None = None,
 ) -> IssuedTokens:
-    """A token for ``user`` with the exchanger as current actor and ``act_below`` nested inside; its
-    scope is ``limit`` (the manifest's) ∩ each of ``caps`` ∩ what the user holds now ∩ ``scope``."""
+    """A token (a JWT, or a chit when asked for) for ``user`` with the exchanger as current actor and
+    ``act_below`` nested inside; its scope is ``limit`` (the manifest's) ∩ each of ``caps`` ∩ what the
+    user holds now ∩ ``scope``."""
     chain = delegation.chain_of(act_below)
     client = exchanger.client
     request.context.subject = user.id
@@ -125,21 +137,26 @@ def issue_delegated(
     aud = delegation.narrowed_audience(
         permissions, targets(request.params), lambda target: server.store.service(target) is not None
     )
-    issued = server.issue_access_token(
+    issuance = Issuance(
         subject=user.id,
         client=client,
         permissions=permissions,
-        session_id=session_id,
         act=delegation.nested(act_below, client.id, client.client_id),
         aud=aud,
+        session_id=session_id,
         not_after=not_after,
     )
-    return IssuedTokens(issued, issued_token_type=ACCESS_TOKEN_TYPE)
+    return issue(server, request, issuance)
 
 
-def delegate_now(server: AuthServer, request: TokenRequest, subject_token: str) -> IssuedTokens:
-    exchanger = exchanging_service(server, request)
-    claims, user = subject_token_claims(server, request, subject_token)
+def delegate_now(server: AuthServer, request: TokenRequest, subject_token: str | AccessTokenClaims) -> IssuedTokens:
+    """For the user of a subject token, now; a chit request passes it verified already (to tell whose it is)."""
+    exchanger = exchanging_service(server, request)  # before the token: a client that is no such service learns nothing
+    if isinstance(subject_token, AccessTokenClaims):
+        claims = subject_token
+    else:
+        claims = verified_subject_token(server, request, subject_token)
+    user = delegating_user(server, request, claims)
     return issue_delegated(
         server,
         request,

@@ -7,6 +7,10 @@
 - a deferred-delegation handle, redeemed by the service it was issued to (``deferred``);
 - no subject token but ``requested_subject``: impersonation (``delegation``).
 
+``requested_token_type=urn:chit:token-type:biscuit`` asks for the same grant as a chit (``chit_minting``);
+then an access token may also be presented by the client it was issued to, for a chit of its own.
+Impersonation answers access tokens only.
+
 An ``actor_token``, when sent, must be the exchanging client's own access token; the issued ``act`` is
 always the authenticated client, whatever else the request carries.
 """
@@ -21,17 +25,18 @@ from chit.server.authserver import AuthServer
 from chit.server.grants import deferred
 from chit.server.grants.api_key_exchange import API_KEY_TOKEN_TYPE, exchange_api_key
 from chit.server.grants.base import IssuedHandle, IssuedTokens, TokenRequest
+from chit.server.grants.chit_minting import ACCESS_TOKEN_TYPE, BISCUIT_TOKEN_TYPE, reissue_to_own_client
 from chit.server.grants.delegation import (
-    ACCESS_TOKEN_TYPE,
     ACCESS_TOKEN_TYPES,
     check_actor_token,
     delegate_now,
     impersonate,
+    verified_subject_token,
 )
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
-BISCUIT_TOKEN_TYPE = "urn:chit:token-type:biscuit"
 SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, deferred.DEFERRED_TOKEN_TYPE, API_KEY_TOKEN_TYPE)
+REQUESTED_OTHER_TYPES = (BISCUIT_TOKEN_TYPE, deferred.DEFERRED_TOKEN_TYPE)
 
 
 def exchange_only_reads(params: Mapping[str, str]) -> bool:
@@ -50,9 +55,9 @@ class TokenExchangeGrant:
     def issue(self, request: TokenRequest) -> IssuedTokens | IssuedHandle:
         params = request.params
         requested_type = params.get("requested_token_type", ACCESS_TOKEN_TYPE)
-        if requested_type not in ACCESS_TOKEN_TYPES and requested_type != deferred.DEFERRED_TOKEN_TYPE:
+        if requested_type not in ACCESS_TOKEN_TYPES and requested_type not in REQUESTED_OTHER_TYPES:
             raise InvalidRequestError(
-                f"unsupported requested_token_type; supported: {ACCESS_TOKEN_TYPE}, {deferred.DEFERRED_TOKEN_TYPE}"
+                f"unsupported requested_token_type; supported: {ACCESS_TOKEN_TYPE}, {', '.join(REQUESTED_OTHER_TYPES)}"
             )
         check_actor_token(self.server, request)
         if "requested_subject" in params:
@@ -65,12 +70,18 @@ class TokenExchangeGrant:
         if subject_type in ACCESS_TOKEN_TYPES:
             if requested_type == deferred.DEFERRED_TOKEN_TYPE:
                 return deferred.create(self.server, request, subject_token)
-            return delegate_now(self.server, request, subject_token)
+            if requested_type != BISCUIT_TOKEN_TYPE:
+                return delegate_now(self.server, request, subject_token)
+            # a chit of the client's own token, or of a user's token it acts for: whose token it is tells
+            claims = verified_subject_token(self.server, request, subject_token)
+            if claims.client_id == request.client.client_id:
+                return reissue_to_own_client(self.server, request, claims)
+            return delegate_now(self.server, request, claims)
         if subject_type == deferred.DEFERRED_TOKEN_TYPE:
-            self._only_access_token(requested_type, "a deferred delegation")
+            self._no_handle(requested_type, "a deferred delegation")
             return deferred.redeem(self.server, request, subject_token)
         if subject_type == API_KEY_TOKEN_TYPE:
-            self._only_access_token(requested_type, "an API key")
+            self._no_handle(requested_type, "an API key")
             return exchange_api_key(self.server, request, subject_token)
         raise InvalidRequestError(f"unsupported subject_token_type; supported: {', '.join(SUBJECT_TOKEN_TYPES)}")
 
@@ -78,3 +89,8 @@ class TokenExchangeGrant:
     def _only_access_token(requested_type: str, what: str) -> None:
         if requested_type not in ACCESS_TOKEN_TYPES:
             raise InvalidRequestError(f"{what} is exchanged for an access token only")
+
+    @staticmethod
+    def _no_handle(requested_type: str, what: str) -> None:
+        if requested_type == deferred.DEFERRED_TOKEN_TYPE:
+            raise InvalidRequestError(f"{what} is exchanged for an access token or a chit only")

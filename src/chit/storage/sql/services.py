@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chit.errors import ConflictError, NotFoundError, RefusedError
@@ -24,15 +25,18 @@ from chit.storage.sql.grants import Grants
 class Services(Grants):
     def service(self, service_id: str) -> ServiceRecord | None:
         if self._sqlite:  # the exchanging service, on every token exchange
-            sql = "SELECT id, description, manifest, on_behalf, deferred, registered_at, updated_at FROM services"
-            rows = self._sqlite_rows(sql + " WHERE id = ?", (service_id,))
+            sql = (
+                "SELECT id, description, manifest, on_behalf, deferred, registered_at, updated_at, public_key"
+                " FROM services WHERE id = ?"
+            )
+            rows = self._sqlite_rows(sql, (service_id,))
             row: Any = rows[0] if rows else None
         else:
             with self._read() as conn:
                 row = conn.execute(select(t.services).where(t.services.c.id == service_id)).first()
         if row is None:
             return None
-        sid, description, manifest, on_behalf, deferred, registered_at, updated_at = tuple(row)
+        sid, description, manifest, on_behalf, deferred, registered_at, updated_at, public_key = tuple(row)
         return ServiceRecord(
             sid,
             description,
@@ -41,6 +45,7 @@ class Services(Grants):
             frozenset(deferred.split()),
             registered_at,
             updated_at,
+            public_key,
         )
 
     def services(self) -> list[ServiceRecord]:
@@ -48,21 +53,71 @@ class Services(Grants):
             ids = list(conn.scalars(select(t.services.c.id).order_by(t.services.c.id)))
         return [s for s in (self.service(i) for i in ids) if s is not None]
 
+    def service_public_keys(self) -> list[tuple[str, str]]:
+        """(service id, public key) of every service that has a key, by service id."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(t.services.c.id, t.services.c.public_key)
+                .where(t.services.c.public_key.is_not(None))
+                .order_by(t.services.c.id)
+            )
+            return [(r.id, r.public_key) for r in rows]
+
+    def set_service_public_key(self, service_id: str, public_key: str, *, replacing: str | None) -> bool:
+        """Store a service's public key if its key is still ``replacing`` (None: it has none); False when
+        it is not (another writer came first)."""
+        try:
+            with self._write() as conn:
+                if conn.scalar(select(t.services.c.id).where(t.services.c.id == service_id)) is None:
+                    raise NotFoundError(f"no registered service {service_id!r}")
+                self._check_key_free(conn, service_id, public_key)
+                done = conn.execute(
+                    update(t.services)
+                    .where(t.services.c.id == service_id, _key_is(replacing))
+                    .values(public_key=public_key)
+                )
+                return done.rowcount == 1
+        except IntegrityError as exc:
+            raise ConflictError(f"the key of service {service_id!r} is being set concurrently; retry") from exc
+
     def defined_permissions(self) -> dict[str, str]:
         """Every permission a registered service defines, with its description."""
         with self._read() as conn:
             return {r.name: r.description for r in conn.execute(select(t.permissions))}
 
     def register_service(
-        self, manifest: Manifest, *, admin_role: tuple[str, str], secret_hash: str, now: int
+        self,
+        manifest: Manifest,
+        *,
+        admin_role: tuple[str, str],
+        secret_hash: str,
+        now: int,
+        public_key: str | None = None,
+        replace_key: bool = False,
     ) -> Registration:
         """Create or update a service from its manifest; refuse to drop what is still granted.
 
         ``admin_role`` is (role name, permission) of the service's admin role, kept across updates.
+        ``public_key`` is stored in the same transaction when the service has no key yet, or, with
+        ``replace_key``, whatever key it has.
         """
         try:
             with self._write() as conn:
-                return self._register(conn, manifest, admin_role, secret_hash, now)
+                outcome = self._register(conn, manifest, admin_role, secret_hash, now)
+                if public_key is None:
+                    return outcome
+                current = conn.scalar(select(t.services.c.public_key).where(t.services.c.id == manifest.id))
+                if current == public_key or (current is not None and not replace_key):
+                    return outcome
+                self._check_key_free(conn, manifest.id, public_key)
+                done = conn.execute(
+                    update(t.services)
+                    .where(t.services.c.id == manifest.id, _key_is(current))
+                    .values(public_key=public_key)
+                )
+                if done.rowcount != 1:  # another writer set a key since it was read
+                    raise ConflictError(f"the key of service {manifest.id!r} is being set concurrently; retry")
+                return dataclasses.replace(outcome, key_set=True, replaced_key=current)
         except IntegrityError as exc:
             raise ConflictError(f"service {manifest.id!r} is being registered concurrently; retry") from exc
 
@@ -178,6 +233,12 @@ class Services(Grants):
             )
         return Registration(created=existing is None, changed=True, client_created=client_created)
 
+    def _check_key_free(self, conn: Connection, service_id: str, public_key: str) -> None:
+        """A key names one service only: whoever trusts it must know whose blocks it signs."""
+        owner = conn.scalar(select(t.services.c.id).where(t.services.c.public_key == public_key))
+        if owner is not None and owner != service_id:
+            raise ConflictError(f"that public key is service {owner!r}'s already; each service has its own")
+
     def _holders(self, conn: Connection, permissions: set[str], roles: set[str]) -> list[str]:
         """Grants that hold any of ``permissions`` or ``roles``, described for an error message."""
         found: list[str] = []
@@ -236,6 +297,11 @@ class Services(Grants):
                 }
                 for r in conn.execute(select(t.roles).order_by(t.roles.c.name))
             ]
+
+
+def _key_is(public_key: str | None) -> ColumnElement[bool]:
+    column = t.services.c.public_key
+    return column.is_(None) if public_key is None else column == public_key
 
 
 def _service_grants(manifest: Manifest) -> set[str]:
