@@ -10,6 +10,7 @@ def test_chit_public_names() -> None:
         "Actor",
         "AuthError",
         "ChitError",
+        "ChitForwarder",
         "InsufficientScopeError",
         "InvalidTokenError",
         "OAuth2Error",
@@ -17,12 +18,15 @@ def test_chit_public_names() -> None:
         "ServiceIdentity",
         "Verifier",
         "__version__",
+        "attenuate",
     ]
 
 
 def test_sdk_public_names() -> None:
     assert chit.sdk.__all__ == [
         "BearerAuthMiddleware",
+        "ChitForwarder",
+        "ChitLimits",
         "DecisionLog",
         "ExchangedToken",
         "ForwardedToken",
@@ -33,6 +37,7 @@ def test_sdk_public_names() -> None:
         "RequestAuth",
         "RevocationCheck",
         "RevokedTokens",
+        "RootKeysClient",
         "ServiceIdentity",
         "ServiceToken",
         "TokenRequestError",
@@ -40,6 +45,7 @@ def test_sdk_public_names() -> None:
         "VerifiedTokenCache",
         "Verifier",
         "VerifierOptions",
+        "attenuate",
         "auth_error_handler",
         "authenticated",
         "bearer_token",
@@ -49,7 +55,7 @@ def test_sdk_public_names() -> None:
         "current_token",
         "principal_of",
     ]
-    assert chit.testing.__all__ == ["Clock", "TestIssuer", "make_principal"]
+    assert chit.testing.__all__ == ["Clock", "RootKey", "TestIssuer", "make_principal"]
 
 
 def test_all_lists_are_sorted_and_resolve() -> None:
@@ -66,4 +72,6 @@ def test_the_sdk_names_at_the_top_are_the_sdk_s() -> None:
     assert Verifier is chit.sdk.Verifier
     assert Principal is PolicyPrincipal
     assert chit.ServiceIdentity is chit.sdk.ServiceIdentity
+    assert chit.attenuate is chit.sdk.attenuate
+    assert chit.ChitForwarder is chit.sdk.ChitForwarder
     assert "Verifier" in dir(chit)

@@ -1,8 +1,8 @@
 """chit: authorization for Python microservices that travels with the request.
 
 The public API is what ``__all__`` lists; everything else is internal and may change. The service
-SDK's classes (``Verifier``, ``ServiceIdentity``) are imported on first use, so that ``import chit``
-(and the ``chit`` command) does not load the web framework.
+SDK's names (``Verifier``, ``ServiceIdentity``, ``attenuate``, ``ChitForwarder``) are imported on first
+use, so that ``import chit`` (and the ``chit`` command) does not load the web framework.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from chit.errors import (
 from chit.policy.principals import Actor, Principal
 
 if TYPE_CHECKING:
+    from chit.sdk.chits import ChitForwarder, attenuate
     from chit.sdk.fastapi import Verifier
     from chit.sdk.identity import ServiceIdentity
 
@@ -26,6 +27,7 @@ __all__ = [
     "Actor",
     "AuthError",
     "ChitError",
+    "ChitForwarder",
     "InsufficientScopeError",
     "InvalidTokenError",
     "OAuth2Error",
@@ -33,9 +35,10 @@ __all__ = [
     "ServiceIdentity",
     "Verifier",
     "__version__",
+    "attenuate",
 ]
 
-_FROM_SDK = ("ServiceIdentity", "Verifier")
+_FROM_SDK = ("ChitForwarder", "ServiceIdentity", "Verifier", "attenuate")
 
 
 def __getattr__(name: str) -> Any:

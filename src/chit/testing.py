@@ -7,12 +7,14 @@
     verifier = issuer.verifier(audience="image-store")       # talks to the issuer in-process
     token = issuer.token("usr_alice", ["image-store:images:read"])
     principal = await verifier.verify(token)
-    clock.advance(3600)                                       # ... and now it has expired
+    chit = issuer.chit("usr_alice", ["image-store:images:read"])  # the same, as a chit
+    clock.advance(3600)                                       # ... and now both have expired
 
-``TestIssuer`` serves discovery, the JWKS and a token endpoint (``client_credentials``, and token
-exchange for the clients added with ``on_behalf``/``deferred``) through an httpx transport (no
-socket, no thread), signs with keys it can rotate, and can play an outage (``down``) or an auth
-server answering garbage (``garbage``). Nothing here imports pytest.
+``TestIssuer`` serves discovery (with its chit root keys: ``biscuit_root_keys``, ``biscuit_public_keys``),
+the JWKS and a token endpoint (``client_credentials``, and token exchange for the clients added with
+``on_behalf``/``deferred``) through an httpx transport (no socket, no thread), signs with keys it can
+rotate, and can play an outage (``down``) or an auth server answering garbage (``garbage``). Nothing
+here imports pytest.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 from urllib.parse import parse_qsl, unquote_plus
 
 import httpx
 
+from chit.core import chit_authorizer
 from chit.core.jwt import AccessTokenDecoder, VerificationKey, sign_claims, verification_key
 from chit.core.keys import Algorithm, SigningKey, new_signing_key
 from chit.core.paths import DISCOVERY_PATHS, JWKS_PATH, TOKEN_PATH
@@ -44,7 +47,7 @@ from chit.sdk.verifier import VerifierOptions
 if TYPE_CHECKING:
     from chit.sdk.fastapi import Verifier
 
-__all__ = ["Clock", "TestIssuer", "make_principal"]
+__all__ = ["Clock", "RootKey", "TestIssuer", "make_principal"]
 
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 DEFERRED_TTL = 86_400
@@ -85,6 +88,20 @@ def _act_claim(actors: Sequence[Actor | str]) -> dict[str, Any] | None:
             claim["act"] = act
         act = claim
     return act
+
+
+@dataclass(frozen=True, slots=True)
+class RootKey:
+    """A chit root key: its id (what a chit's root key id names), its private and public halves."""
+
+    id: int
+    private_key: str = field(repr=False)
+    public_key: str
+
+    @classmethod
+    def generate(cls, key_id: int) -> RootKey:
+        private, public = chit_authorizer.new_root_key()
+        return cls(key_id, private, public)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +159,8 @@ class TestIssuer:
         first = new_signing_key(alg, self.clock.datetime())
         self.published: list[SigningKey] = [first]
         self.signing_key = first
+        self.root_key = RootKey.generate(1)  # signs chits
+        self.root_keys: list[RootKey] = [self.root_key]  # published, newest first
         self.transport = _IssuerTransport(self)
 
     # --- keys -----------------------------------------------------------------------------------------
@@ -165,6 +184,17 @@ class TestIssuer:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [key.jwk() for key in self.published]}
 
+    def rotate_root_key(self, *, sign_now: bool = True) -> RootKey:
+        """Publish a new chit root key (the next id); it signs chits at once with ``sign_now``."""
+        key = RootKey.generate(max(k.id for k in self.root_keys) + 1 if self.root_keys else 1)
+        self.root_keys.insert(0, key)
+        if sign_now:
+            self.root_key = key
+        return key
+
+    def retire_root_key(self, key: RootKey) -> None:
+        self.root_keys = [k for k in self.root_keys if k.id != key.id]
+
     def discovery(self) -> dict[str, Any]:
         return {
             "issuer": self.issuer,
@@ -172,6 +202,8 @@ class TestIssuer:
             "jwks_uri": self.issuer + JWKS_PATH,
             "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE_GRANT],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "biscuit_public_keys": [key.public_key for key in self.root_keys],
+            "biscuit_root_keys": [{"id": key.id, "public_key": key.public_key} for key in self.root_keys],
         }
 
     # --- tokens ---------------------------------------------------------------------------------------
@@ -232,6 +264,37 @@ class TestIssuer:
     ) -> str:
         """A signed access token for ``subject`` carrying ``scope``; options as for ``claims``."""
         return self.sign(self.claims(subject, scope, **options), key=key, headers=headers)
+
+    def chit(
+        self,
+        subject: str = "usr_test",
+        scope: Iterable[str] = (),
+        *,
+        client_id: str = "test-client",
+        actors: Sequence[Actor | str] = (),
+        ttl: int | None = None,
+        issuer: str | None = None,
+        key: RootKey | None = None,
+        root_key_id: int | Literal["key"] | None = "key",
+        datalog: str | None = None,
+    ) -> str:
+        """A chit for ``subject`` carrying ``scope`` (concrete permissions), as the auth server mints one
+        (DESIGN §4, "Chits on the wire"): ``actors`` current first, expiring after ``ttl`` (default: the
+        access-token lifetime), signed by ``key`` (default: the current root key) under ``root_key_id``
+        (default: the key's id; None names none). ``datalog`` adds to the authority block."""
+        signer = key or self.root_key
+        chain = [Actor(a, a) if isinstance(a, str) else a for a in actors]
+        return chit_authorizer.mint(
+            signer.private_key,
+            signer.id if root_key_id == "key" else root_key_id,
+            issuer=self.issuer if issuer is None else issuer,
+            subject=subject,
+            client_id=client_id,
+            permissions=tuple(scope),
+            actors=[(a.subject, a.client_id or "") for a in chain],
+            expires_at=int(self.clock()) + (self.access_token_ttl if ttl is None else ttl),
+            datalog=datalog,
+        )
 
     def service_token(self, client_id: str, scope: Iterable[str] = (), **options: Any) -> str:
         """A client-credentials token: the service acting as itself."""

@@ -2,6 +2,8 @@
 
 Ownership is by stable id: whoever asks owns a resource when the resource's owner id is its subject.
 The actor check looks at the current actor alone (RFC 8693 §4.1): earlier actors never decide.
+These rules read what the token grants (``holds``); a chit's own checks come on top of them
+(``with_chit``): a decision they allow stands only if the chit's checks pass with the facts it states.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class Asker(Protocol):
     @property
     def actor(self) -> Named | None: ...
 
-    def can(self, permission: str) -> bool: ...
+    def holds(self, permission: str) -> bool:
+        """Whether the token grants ``permission`` (a chit's own checks aside)."""
+        ...
 
 
 def owns(asker: Asker, owner_id: str) -> bool:
@@ -49,11 +53,11 @@ def owns(asker: Asker, owner_id: str) -> bool:
 
 def owns_or_can(asker: Asker, owner_id: str, permission: str) -> bool:
     """The usual ownership rule: the owner, or whoever holds ``permission`` (e.g. ``...:read-any``)."""
-    return owns(asker, owner_id) or asker.can(permission)
+    return owns(asker, owner_id) or asker.holds(permission)
 
 
 def check(asker: Asker, permission: str) -> Decision:
-    if asker.can(permission):
+    if asker.holds(permission):
         return Decision(True, permission, f"holds {permission}")
     return Decision(False, permission, missing(asker, permission))
 
@@ -64,7 +68,7 @@ def check_owner(asker: Asker, owner_id: str, unless: str | None = None) -> Decis
         return Decision(True, None, "owner of the resource")
     if unless is None:
         return Decision(False, None, "not the owner of the resource")
-    if asker.can(unless):
+    if asker.holds(unless):
         return Decision(True, unless, f"holds {unless}")
     return Decision(False, unless, "not the owner of the resource and " + missing(asker, unless))
 
@@ -89,6 +93,14 @@ def check_actor(asker: Asker, service_ids: Iterable[str | None]) -> Decision:
     if None in allowed:
         services.insert(0, "the subject itself")
     return Decision(False, None, f"{who}; allowed: {', '.join(services)}")
+
+
+def with_chit(decision: Decision, refusal: str | None) -> Decision:
+    """``decision`` once the chit's checks have been evaluated for it: refused with their reason (which names
+    the failed check) when they fail, unchanged otherwise."""
+    if decision.allowed and refusal is not None:
+        return Decision(False, decision.permission, refusal)
+    return decision
 
 
 def missing(asker: Asker, permission: str) -> str:

@@ -1,18 +1,21 @@
 """Who is calling and what they may do: the ``Principal`` a service decides on, whatever the token kind.
 
-A ``Principal`` is built from verified claims (``principal_from_claims`` for JWT access tokens; a
-chit's authority block will build one the same way) and answers decisions locally: ``can`` and
-``require`` for a permission, ``owns`` and ``require_owner`` for ownership, ``require_actor`` for
-the service acting for the subject (the rules and their reasons are ``chit.policy.decisions``).
-Every ``require*`` decision is handed to the principal's ``on_decision`` sink when it has one
-(decision logging lives in the SDK, not here).
+A ``Principal`` is built from a verified token (``principal_from_claims`` for JWT access tokens, the
+SDK's verifier from a chit's authority block) and answers decisions locally: ``can`` and ``require``
+for a permission, ``owns`` and ``require_owner`` for ownership, ``require_actor`` for the service
+acting for the subject (the rules and their reasons are ``chit.policy.decisions``). For a chit
+(``kind == "chit"``), every decision also evaluates the chit's own checks (``ChitChecks``) with the facts
+the decision states (the permission asked, ``resource=``, the owner): a chit attenuated to one resource,
+one operation or one service refuses the others, with a reason naming the failed check. Every
+``require*`` decision is handed to the principal's ``on_decision`` sink when it has one (decision
+logging lives in the SDK, not here).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -39,6 +42,30 @@ class Actor:
     @property
     def name(self) -> str:
         return self.client_id or self.subject
+
+
+class ChitChecks(Protocol):
+    """A chit's own checks and what the service knows of the request (``chit.core.chit_authorizer.ChitRequest``)."""
+
+    @property
+    def revocation_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Checks the route's dependency left for the route body (they name what only the body states)."""
+        ...
+
+    def failure(
+        self, operations: Sequence[str] = (), *, resource: str | None = None, owner: str | None = None
+    ) -> str | None:
+        """Why the chit refuses a decision stating these facts (every check evaluated), or None."""
+        ...
+
+    def at_request(
+        self, operations: Sequence[str], method: str | None = None, path: str | None = None
+    ) -> tuple[ChitChecks, str | None]:
+        """These checks bound to a request, and why the chit is refused there (None: allowed, maybe pending)."""
+        ...
 
 
 class DecisionSink(Protocol):
@@ -70,6 +97,10 @@ class Principal:
     kind: TokenKind = "jwt"
     session_id: str | None = None
     on_decision: DecisionSink | None = field(default=None, repr=False, compare=False)
+    token: str = field(default="", repr=False, compare=False)
+    """The bearer token as received (for forwarding: ``chit.attenuate``); kept out of ``repr``."""
+    chit: ChitChecks | None = field(default=None, repr=False, compare=False)
+    """A chit's own checks, evaluated by every decision; None for a JWT."""
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _wildcards: tuple[Permission, ...] = field(init=False, repr=False, compare=False)
 
@@ -89,42 +120,63 @@ class Principal:
         """
         return self.actors[0] if self.actors else None
 
-    def can(self, permission: str) -> bool:
-        """Whether the granted permissions cover ``permission`` (a granted ``*`` segment matches any)."""
+    def holds(self, permission: str) -> bool:
+        """Whether the granted permissions cover ``permission`` (a granted ``*`` segment matches any); for a
+        chit, its own checks aside (``can`` evaluates them too)."""
         wanted = _parse(permission)
         if permission in self._exact:
             return True
         return any(granted.covers(wanted) for granted in self._wildcards)
 
+    def can(self, permission: str, *, resource: str | None = None) -> bool:
+        """Whether ``permission`` may be exercised (on ``resource``, when given): granted, and for a chit
+        allowed by its checks."""
+        if self.chit is None:
+            return self.holds(permission)
+        return self.check(permission, resource=resource).allowed
+
     def owns(self, owner_id: str) -> bool:
         return decisions.owns(self, owner_id)
 
-    def owns_or_can(self, owner_id: str, permission: str) -> bool:
+    def owns_or_can(self, owner_id: str, permission: str, *, resource: str | None = None) -> bool:
         """The usual ownership rule: the owner, or whoever holds ``permission`` (e.g. ``...:read-any``)."""
-        return decisions.owns_or_can(self, owner_id, permission)
+        if self.chit is None:
+            return decisions.owns_or_can(self, owner_id, permission)
+        return self.check_owner(owner_id, permission, resource=resource).allowed
 
-    def check(self, permission: str) -> Decision:
-        return decisions.check(self, permission)
+    def check(self, permission: str, *, resource: str | None = None) -> Decision:
+        decision = decisions.check(self, permission)
+        if self.chit is None or not decision.allowed:
+            return decision
+        return decisions.with_chit(decision, self.chit.failure((permission,), resource=resource))
 
-    def check_owner(self, owner_id: str, unless: str | None = None) -> Decision:
-        return decisions.check_owner(self, owner_id, unless)
+    def check_owner(self, owner_id: str, unless: str | None = None, *, resource: str | None = None) -> Decision:
+        decision = decisions.check_owner(self, owner_id, unless)
+        if self.chit is None or not decision.allowed:
+            return decision
+        operations = (unless,) if unless is not None and decision.permission == unless else ()
+        return decisions.with_chit(decision, self.chit.failure(operations, resource=resource, owner=owner_id))
 
-    def require(self, permission: str) -> None:
+    def require(self, permission: str, *, resource: str | None = None) -> None:
         """Raise ``InsufficientScopeError`` (with its reason) unless ``can(permission)``."""
-        self._enforce(decisions.check(self, permission))
+        self._enforce(self.check(permission, resource=resource))
 
-    def require_all(self, permissions: Iterable[str]) -> None:
+    def require_all(self, permissions: Iterable[str], *, resource: str | None = None) -> None:
         for permission in permissions:
-            self.require(permission)
+            self.require(permission, resource=resource)
 
-    def require_owner(self, owner_id: str, unless: str | None = None) -> None:
-        """Raise ``InsufficientScopeError`` unless the principal owns the resource or holds ``unless``."""
-        self._enforce(decisions.check_owner(self, owner_id, unless))
+    def require_owner(self, owner_id: str, unless: str | None = None, *, resource: str | None = None) -> None:
+        """Raise ``InsufficientScopeError`` unless the principal owns the resource or holds ``unless``; a chit's
+        checks are evaluated with ``owner(owner_id)`` and ``resource(resource)`` when it is given."""
+        self._enforce(self.check_owner(owner_id, unless, resource=resource))
 
-    def check_actor(self, *service_ids: str | None) -> Decision:
-        return decisions.check_actor(self, service_ids)
+    def check_actor(self, *service_ids: str | None, resource: str | None = None) -> Decision:
+        decision = decisions.check_actor(self, service_ids)
+        if self.chit is None or not decision.allowed:
+            return decision
+        return decisions.with_chit(decision, self.chit.failure(resource=resource))
 
-    def require_actor(self, *service_ids: str | None) -> None:
+    def require_actor(self, *service_ids: str | None, resource: str | None = None) -> None:
         """Raise ``InsufficientScopeError`` unless the current actor is one of ``service_ids``.
 
         The current actor is ``actor`` (matched on its ``client_id``, else its ``subject``): the service
@@ -133,7 +185,23 @@ class Principal:
         ``require_actor(None, "tagging")`` the subject itself or the tagging service acting for it.
         Earlier actors in the chain never decide. No ids at all is a ``TypeError``.
         """
-        self._enforce(decisions.check_actor(self, service_ids))
+        self._enforce(self.check_actor(*service_ids, resource=resource))
+
+    def for_request(
+        self, permissions: Iterable[str], *, method: str | None = None, path: str | None = None
+    ) -> Principal:
+        """Require every permission a route requires (``InsufficientScopeError`` naming the first one missing,
+        or the chit's failed check) and return the principal the route body decides with: for a chit,
+        bound to the request's operations, method and path, its checks that need a resource left pending."""
+        required = tuple(permissions)
+        for permission in required:
+            self._enforce(decisions.check(self, permission))
+        if self.chit is None:
+            return self
+        bound, refusal = self.chit.at_request(required, method, path)
+        if refusal is not None:
+            self._enforce(Decision(False, required[0] if required else None, refusal))
+        return self if bound is self.chit else replace(self, chit=bound)
 
     def _enforce(self, decision: Decision) -> None:
         if self.on_decision is not None:
@@ -176,7 +244,9 @@ def actors_from_claim(act: Mapping[str, Any] | None) -> tuple[Actor, ...]:
     return tuple(chain)
 
 
-def principal_from_claims(claims: AccessTokenClaims, *, on_decision: DecisionSink | None = None) -> Principal:
+def principal_from_claims(
+    claims: AccessTokenClaims, *, on_decision: DecisionSink | None = None, token: str = ""
+) -> Principal:
     """The principal a verified JWT access token describes."""
     return Principal(
         subject=claims.sub,
@@ -188,4 +258,5 @@ def principal_from_claims(claims: AccessTokenClaims, *, on_decision: DecisionSin
         kind="jwt",
         session_id=claims.sid,
         on_decision=on_decision,
+        token=token,
     )

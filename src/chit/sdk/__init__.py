@@ -1,8 +1,9 @@
 """The service SDK: verify chit access tokens locally, decide, and call other services.
 
 ``Verifier`` (FastAPI dependency and OAuth2 scheme) and ``TokenVerifier`` (framework-free) check
-tokens; ``BearerAuthMiddleware`` serves any ASGI framework; ``ServiceIdentity`` and ``ForwardedToken``
-authenticate outbound httpx calls; ``chit.sdk.context`` holds the current request's principal.
+tokens, JWTs and chits alike; ``BearerAuthMiddleware`` serves any ASGI framework; ``ServiceIdentity``,
+``ForwardedToken`` and ``ChitForwarder`` (the request's chit, attenuated: ``attenuate``) authenticate
+outbound httpx calls; ``chit.sdk.context`` holds the current request's principal.
 
 The framework adapters' names (``Verifier``, ``auth_error_handler``, ``BearerAuthMiddleware``,
 ``principal_of``) are imported on first use, so that a service without FastAPI or Starlette
@@ -12,12 +13,14 @@ an ``ImportError`` that says which extra to install.
 
 from typing import TYPE_CHECKING, Any
 
+from chit.core.chit_authorizer import ChitLimits
 from chit.sdk.cache import VerifiedTokenCache
+from chit.sdk.chits import ChitForwarder, attenuate
 from chit.sdk.context import RequestAuth, authenticated, current_auth, current_principal, current_token
 from chit.sdk.decisions import DecisionLog
 from chit.sdk.delegation import ExchangedToken
 from chit.sdk.identity import ForwardedToken, ServiceIdentity, ServiceToken, TokenRequestError
-from chit.sdk.jwks_client import JwksClient, KeysUnavailableError
+from chit.sdk.jwks_client import JwksClient, KeysUnavailableError, RootKeysClient
 from chit.sdk.revocation import RevocationCheck, RevokedTokens
 from chit.sdk.verifier import (
     InvalidBearerRequestError,
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BearerAuthMiddleware",
+    "ChitForwarder",
+    "ChitLimits",
     "DecisionLog",
     "ExchangedToken",
     "ForwardedToken",
@@ -44,6 +49,7 @@ __all__ = [
     "RequestAuth",
     "RevocationCheck",
     "RevokedTokens",
+    "RootKeysClient",
     "ServiceIdentity",
     "ServiceToken",
     "TokenRequestError",
@@ -51,6 +57,7 @@ __all__ = [
     "VerifiedTokenCache",
     "Verifier",
     "VerifierOptions",
+    "attenuate",
     "auth_error_handler",
     "authenticated",
     "bearer_token",

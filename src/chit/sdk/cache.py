@@ -1,9 +1,11 @@
 """The verified-token cache: a token that verified once is not verified again until it expires.
 
-Keyed by the token itself (never a digest of it), bounded in entries and in bytes, oldest entries
-evicted first. An entry answers only while ``now`` is before the token's ``exp`` plus the leeway, the
-same instant fresh verification would start refusing it. Revocation is not stored here: the verifier
-asks its revocation check on every hit.
+JWTs and chits alike. Keyed by the whole token itself (hashed by the dictionary, compared in full: a
+digest could collide, the token cannot), bounded in entries and in bytes, oldest entries evicted first.
+An entry answers only until the instant fresh verification would start refusing the token (a JWT's
+``exp`` plus the leeway; a chit's earliest expiry check, to the second). Revocation is not stored here:
+the verifier asks its revocation check on every hit. A cached chit keeps its parsed, verified
+``Biscuit``: its checks still run per request, with that request's facts.
 """
 
 from __future__ import annotations

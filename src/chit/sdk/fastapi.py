@@ -3,7 +3,9 @@
     principal: Principal = Security(verifier, scopes=["image-store:images:read"])
 
 The dependency reads the bearer token (``chit.answers.bearer_token``), verifies it, requires the
-route's scopes, binds the principal for outbound calls (``chit.sdk.context``) and yields it. Because
+route's scopes (for a chit, its checks run with the route's permissions as ``operation`` facts and
+the request's method and path), binds the principal for outbound calls (``chit.sdk.context``) and
+yields it. Because
 it yields, an ``AuthError`` raised in the route body (``principal.require_owner(...)``) comes back
 through it and answers exactly like one raised by the dependency, with a plain ``FastAPI()``. It is
 an ``async`` generator on purpose: a plain ``def`` dependency would run in the thread pool, and
@@ -76,7 +78,7 @@ class Verifier(TokenVerifier, SecurityBase):
         try:
             token = bearer_token(request.headers.getlist("authorization"))
             principal = await self.verify(token)
-            self.authorize(principal, scopes)
+            principal = self.authorize(principal, scopes, method=request.method, path=request.url.path)
         except (AuthError, KeysUnavailableError) as exc:
             raise http_error(exc, scopes) from None
         bound = context.bind(principal, token)

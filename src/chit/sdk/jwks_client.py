@@ -1,6 +1,8 @@
-"""The issuer's signing keys, fetched over HTTP (discovery, then JWKS) and kept in memory.
+"""The issuer's public keys, fetched over HTTP and kept in memory: the JWT signing keys (discovery, then
+JWKS: ``JwksClient``) and the chit root keys (discovery's ``biscuit_root_keys``, ``biscuit_public_keys``:
+``RootKeysClient``).
 
-Rules (DESIGN §4, SDK contract):
+Rules (DESIGN §4, SDK contract), the same for both:
 
 * keys are fetched on first need, through ``/.well-known/openid-configuration`` (whose ``issuer`` must
   be exactly the configured one) unless a ``jwks_uri`` is given;
@@ -9,7 +11,7 @@ Rules (DESIGN §4, SDK contract):
   background fetch and the keys in hand keep serving meanwhile. Renewing early is what lets a key
   that the server published and will sign with once max-age has passed be known before its first
   token arrives (``chit keys rotate``);
-* an unknown ``kid`` triggers a refetch at most once per cool-down (10 s), whoever asks;
+* an unknown ``kid`` (root key id) triggers a refetch at most once per cool-down (10 s), whoever asks;
 * a failed fetch, an error status, a body that is not JSON or a JWKS with no usable key never
   replaces the keys in hand: the last known good keys keep serving while the auth server is down;
 * concurrent callers share one fetch (``chit.sdk.fetch.SingleFlight``, which also keeps the keys
@@ -20,14 +22,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Mapping
+from typing import Any, Generic, TypeVar
 
 import httpx
 
+from chit.core.chit_authorizer import RootKeys, parse_root_keys
 from chit.core.jwt import VerificationKey, parse_jwks
 from chit.core.keys import ALGORITHMS
+from chit.core.paths import OPENID_CONFIGURATION_PATH
 from chit.errors import FetchError, JwksError
 from chit.errors import KeysUnavailableError as KeysUnavailableError
-from chit.sdk.fetch import FETCH_TIMEOUT, Fetched, HttpGetter, SingleFlight, is_secure_url
+from chit.sdk.fetch import FETCH_TIMEOUT, Fetched, HttpGetter, Reply, SingleFlight, is_secure_url
 
 DEFAULT_MAX_AGE = 300.0
 MAX_AGE_CAP = 3600.0
@@ -35,6 +40,7 @@ REFRESH_COOLDOWN = 10.0
 FIRST_LOAD_RETRY = 1.0  # while no key was ever obtained, try again sooner than the cool-down
 RENEW_AT = 0.75  # of the keys' lifetime: renew before a scheduled key starts signing
 Keys = Mapping[str, VerificationKey]
+K = TypeVar("K")
 
 
 def max_age(cache_control: str | None) -> float | None:
@@ -55,13 +61,15 @@ def max_age(cache_control: str | None) -> float | None:
     return result
 
 
-class JwksClient:
+class _PublishedKeys(Generic[K]):
+    """Keys ``what`` published by ``issuer``, fetched by ``_load`` and kept by the rules above."""
+
     def __init__(
         self,
         issuer: str,
+        what: str,
         *,
-        jwks_uri: str | None = None,
-        algorithms: Collection[str] = ALGORITHMS,
+        urls: tuple[str | None, ...] = (),
         http_client: httpx.AsyncClient | None = None,
         timeout: float = FETCH_TIMEOUT,
         max_age_cap: float = MAX_AGE_CAP,
@@ -69,21 +77,19 @@ class JwksClient:
         clock: Callable[[], float],
         on_keys_removed: Callable[[], None] | None = None,
     ) -> None:
-        for url in (issuer, jwks_uri):
+        for url in (issuer, *urls):
             if url is not None and not is_secure_url(url):
                 # keys fetched in clear text can be swapped on the way, and every token forged with them
                 raise ValueError(f"{url!r} must be https (plain http only on loopback hosts)")
         self.issuer = issuer
-        self.algorithms = tuple(algorithms)
+        self.what = what
         self.max_age_cap = max_age_cap
         self.refresh_cooldown = refresh_cooldown
         self.clock = clock
         self.on_keys_removed = on_keys_removed
         self._getter = HttpGetter(http_client, timeout)
-        self._configured_jwks_uri = jwks_uri
-        self._jwks_uri = jwks_uri
-        self._keys: SingleFlight[Keys] = SingleFlight(
-            f"the signing keys of {issuer}",
+        self._keys: SingleFlight[K] = SingleFlight(
+            f"the {what} of {issuer}",
             self._fetch,
             errors=(FetchError, JwksError, httpx.HTTPError),
             retry_pause=refresh_cooldown,
@@ -95,10 +101,6 @@ class JwksClient:
         return self._keys.value is not None
 
     @property
-    def keys(self) -> Keys:
-        return self._keys.value or {}
-
-    @property
     def fetches(self) -> int:
         """Attempts, for tests and metrics."""
         return self._keys.attempts
@@ -107,10 +109,6 @@ class JwksClient:
     def last_error(self) -> str | None:
         error = self._keys.error
         return None if error is None else f"{type(error).__name__}: {error}"
-
-    def find(self, kid: str) -> VerificationKey | None:
-        keys = self._keys.value
-        return None if keys is None else keys.get(kid)
 
     def _cooled_down(self, now: float) -> bool:
         wait = self.refresh_cooldown if self.loaded else min(self.refresh_cooldown, FIRST_LOAD_RETRY)
@@ -126,8 +124,8 @@ class JwksClient:
         if keys.value is not None and self._cooled_down(now):
             keys.start()
 
-    async def refresh_for_unknown_kid(self, kid: str) -> bool:
-        """Refetch for a kid nobody knows, at most once per cool-down; True when the kid is now known.
+    async def _refresh_for_unknown(self) -> K:
+        """Refetch for a key nobody knows, at most once per cool-down; the keys then in hand.
 
         Raises ``KeysUnavailableError`` when no key was ever obtained."""
         task = self._keys.running()
@@ -137,15 +135,85 @@ class JwksClient:
             await asyncio.shield(task)
         keys = self._keys.value
         if keys is None:
-            raise KeysUnavailableError(f"no signing keys from {self.issuer} yet: {self.last_error}")
-        return kid in keys
+            raise KeysUnavailableError(f"no {self.what} from {self.issuer} yet: {self.last_error}")
+        return keys
 
     async def refresh(self) -> bool:
         """Fetch now (sharing a fetch already under way); True when new keys were installed."""
         return await self._keys.refresh()
 
-    async def _fetch(self) -> Fetched[Keys]:
+    async def _fetch(self) -> Fetched[K]:
         now = self.clock()
+        keys, reply = await self._load()
+        age = max_age(reply.headers.get("cache-control"))
+        ttl = DEFAULT_MAX_AGE if age is None else age
+        held = self._keys.value
+        if held is not None and self._removed(held, keys) and self.on_keys_removed is not None:
+            self.on_keys_removed()  # the new keys are installed right after, with no await in between
+        self._installing(keys)
+        return Fetched(keys, renew_at=now + RENEW_AT * min(max(ttl, self.refresh_cooldown), self.max_age_cap))
+
+    async def _load(self) -> tuple[K, Reply]:
+        raise NotImplementedError
+
+    def _removed(self, held: K, new: K) -> bool:
+        """Whether ``new`` withdraws a key of ``held`` (tokens it verified must leave the cache)."""
+        raise NotImplementedError
+
+    def _installing(self, keys: K) -> None:
+        """Called with keys about to be installed."""
+
+    async def aclose(self) -> None:
+        await self._keys.aclose()
+
+
+class JwksClient(_PublishedKeys[Keys]):
+    """The JWT signing keys: ``/.well-known/openid-configuration`` gives ``jwks_uri`` (unless given), which
+    gives the JWKS."""
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        jwks_uri: str | None = None,
+        algorithms: Collection[str] = ALGORITHMS,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: float = FETCH_TIMEOUT,
+        max_age_cap: float = MAX_AGE_CAP,
+        refresh_cooldown: float = REFRESH_COOLDOWN,
+        clock: Callable[[], float],
+        on_keys_removed: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(
+            issuer,
+            "signing keys",
+            urls=(jwks_uri,),
+            http_client=http_client,
+            timeout=timeout,
+            max_age_cap=max_age_cap,
+            refresh_cooldown=refresh_cooldown,
+            clock=clock,
+            on_keys_removed=on_keys_removed,
+        )
+        self.algorithms = tuple(algorithms)
+        self._configured_jwks_uri = jwks_uri
+        self._jwks_uri = jwks_uri
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys.value or {}
+
+    def find(self, kid: str) -> VerificationKey | None:
+        keys = self._keys.value
+        return None if keys is None else keys.get(kid)
+
+    async def refresh_for_unknown_kid(self, kid: str) -> bool:
+        """Refetch for a kid nobody knows, at most once per cool-down; True when the kid is now known.
+
+        Raises ``KeysUnavailableError`` when no key was ever obtained."""
+        return kid in await self._refresh_for_unknown()
+
+    async def _load(self) -> tuple[Keys, Reply]:
         if self._jwks_uri is None:
             self._jwks_uri = await self._getter.discover(self.issuer, "jwks_uri")
         try:
@@ -154,12 +222,67 @@ class JwksClient:
         except (FetchError, JwksError, httpx.HTTPError):
             self._jwks_uri = self._configured_jwks_uri  # rediscover next time: the keys may have moved
             raise
-        age = max_age(reply.headers.get("cache-control"))
-        ttl = DEFAULT_MAX_AGE if age is None else age
-        held = self._keys.value
-        if held is not None and not set(held) <= set(keys) and self.on_keys_removed is not None:
-            self.on_keys_removed()  # the new keys are installed right after, with no await in between
-        return Fetched(keys, renew_at=now + RENEW_AT * min(max(ttl, self.refresh_cooldown), self.max_age_cap))
+        return keys, reply
 
-    async def aclose(self) -> None:
-        await self._keys.aclose()
+    def _removed(self, held: Keys, new: Keys) -> bool:
+        return not set(held) <= set(new)
+
+
+class RootKeysClient(_PublishedKeys[RootKeys]):
+    """The chit root keys, from the issuer's discovery document: ``biscuit_root_keys`` (``[{"id": n,
+    "public_key": "ed25519/<hex>"}]``, what a chit's root key id names) and ``biscuit_public_keys`` (keys
+    without an id, tried in turn). A document without them yields no key: every chit is then refused.
+    ``on_keys`` hears of every key set installed (``chit.sdk.chits`` keeps them to attenuate with)."""
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: float = FETCH_TIMEOUT,
+        max_age_cap: float = MAX_AGE_CAP,
+        refresh_cooldown: float = REFRESH_COOLDOWN,
+        clock: Callable[[], float],
+        on_keys_removed: Callable[[], None] | None = None,
+        on_keys: Callable[[RootKeys], None] | None = None,
+    ) -> None:
+        super().__init__(
+            issuer,
+            "chit root keys",
+            http_client=http_client,
+            timeout=timeout,
+            max_age_cap=max_age_cap,
+            refresh_cooldown=refresh_cooldown,
+            clock=clock,
+            on_keys_removed=on_keys_removed,
+        )
+        self.on_keys = on_keys
+
+    @property
+    def keys(self) -> RootKeys:
+        return self._keys.value or RootKeys()
+
+    def candidates(self, key_id: int | None) -> tuple[Any, ...]:
+        """The root public keys a chit naming ``key_id`` may be signed with (none: unknown)."""
+        keys = self._keys.value
+        return () if keys is None else keys.candidates(key_id)
+
+    async def refresh_for_unknown_root_key(self, key_id: int | None) -> bool:
+        """Refetch for a root key id nobody knows, at most once per cool-down; True when it is now known.
+
+        Raises ``KeysUnavailableError`` when no discovery document was ever obtained."""
+        return bool((await self._refresh_for_unknown()).candidates(key_id))
+
+    async def _load(self) -> tuple[RootKeys, Reply]:
+        reply = await self._getter.send("GET", self.issuer.rstrip("/") + OPENID_CONFIGURATION_PATH)
+        document = reply.document()
+        if not isinstance(document, Mapping) or document.get("issuer") != self.issuer:
+            raise FetchError(f"discovery document is not {self.issuer}'s")
+        return parse_root_keys(document), reply
+
+    def _removed(self, held: RootKeys, new: RootKeys) -> bool:
+        return not held.texts() <= new.texts() or any(new.by_id.get(n, t) != t for n, t in held.by_id.items())
+
+    def _installing(self, keys: RootKeys) -> None:
+        if self.on_keys is not None:
+            self.on_keys(keys)

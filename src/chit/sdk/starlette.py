@@ -6,9 +6,10 @@
 It reads the bearer token, verifies it, puts the principal in ``scope["chit.principal"]`` (read it
 with ``principal_of``) and in ``chit.sdk.context`` for the request, and answers RFC 6750 errors;
 an ``AuthError`` raised by the application before it started its response answers the same way.
-Routes check permissions themselves (``principal.require(...)``). In Starlette, add it through
-``middleware=[...]``: wrapped around the whole app from outside it still authenticates, but an
-``AuthError`` from a route then meets Starlette's own 500 handler first.
+Routes check permissions themselves (``principal.require(...)``); a chit's checks run here with the
+request's method and path, those that need the permission or the resource wait for the route's
+decisions. In Starlette, add it through ``middleware=[...]``: wrapped around the whole app from outside
+it still authenticates, but an ``AuthError`` from a route then meets Starlette's own 500 handler first.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ class BearerAuthMiddleware:
         values = [value.decode("latin-1") for name, value in scope["headers"] if name == b"authorization"]
         try:
             token = bearer_token(values)
-            principal: Principal | None = await self.verifier.verify(token)
+            verified = await self.verifier.verify(token)
+            principal: Principal | None = self.verifier.authorize(
+                verified, (), method=scope.get("method"), path=scope["path"]
+            )
         except MissingTokenError as exc:
             if self.required:
                 await _refuse(scope, send, exc)

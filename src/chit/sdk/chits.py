@@ -1,0 +1,195 @@
+"""Narrowing a chit before handing it on, offline: ``attenuate`` in one call, ``ChitForwarder`` per request.
+
+    # cart: what it calls may only charge and send the receipt
+    payment = httpx.AsyncClient(base_url=PAYMENT_URL, auth=ChitForwarder(
+        operations=["payment:charges:create", "email:messages:send"]))
+    # payment: what it calls may only send email
+    email = httpx.AsyncClient(base_url=EMAIL_URL, auth=ChitForwarder(operations=["email:messages:send"]))
+    # email: nothing to hand on; its routes require email:messages:send as usual
+
+Every argument only adds checks to a new block (``chit.core.chit_authorizer.restriction``): the chit can
+do less, never more, and nobody downstream can remove the block. No call to the auth server is made.
+biscuit-python re-serializes only a chit it has verified, so attenuating needs the issuer's root public
+key: the keys this process's verifiers hold (``KNOWN_ROOT_KEYS``, filled as they fetch them), or
+``public_keys=``. The chit of the request being handled is already verified: attenuating it costs one
+appended block, no signature check.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Collection, Generator, Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from chit.core.chit_authorizer import (
+    ChitRequest,
+    RootKeys,
+    append,
+    is_chit,
+    parse_for_attenuation,
+    parse_root_keys,
+    restriction,
+)
+from chit.sdk import context
+
+
+class RootKeyRegistry:
+    """The chit root keys this process's verifiers hold, per issuer: what ``attenuate`` verifies with."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, RootKeys] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, issuer: str, keys: RootKeys) -> None:
+        with self._lock:
+            self._keys = {**self._keys, issuer: keys}
+
+    def forget(self) -> None:
+        with self._lock:
+            self._keys = {}
+
+    def candidates(self, key_id: int | None) -> tuple[Any, ...]:
+        return tuple(key for keys in self._keys.values() for key in keys.candidates(key_id))
+
+
+KNOWN_ROOT_KEYS = RootKeyRegistry()
+
+
+def attenuate(
+    token: str,
+    *,
+    operations: Collection[str] | None = None,
+    service: str | Collection[str] | None = None,
+    resource: str | Collection[str] | None = None,
+    method: str | None = None,
+    path: str | None = None,
+    ttl: float | None = None,
+    datalog: str | None = None,
+    public_keys: Iterable[str] | Mapping[int, str] | None = None,
+    now: float | None = None,
+) -> str:
+    """``token`` narrowed to ``operations`` (permissions; also to the services they name), a ``service``, a
+    ``resource``, one request (``method``, ``path``; a ``path`` ending in ``*`` is a prefix), ``ttl`` seconds
+    from ``now`` (default: the current time), and ``datalog`` checks (bounded as any appended block).
+
+    ``public_keys`` (``ed25519/<hex>`` texts, or a mapping root key id -> text) replaces the keys this
+    process's verifiers hold. ``ValueError`` for nothing to restrict, bad arguments, a chit no known key
+    verifies, or a result a verifier would refuse (too large, too many blocks, datalog out of bounds).
+    """
+    expires_at: int | None = None
+    if ttl is not None:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds")
+        expires_at = int((time.time() if now is None else now) + ttl)
+    block = restriction(
+        operations=operations,
+        service=service,
+        resource=resource,
+        method=method,
+        path=path,
+        expires_at=expires_at,
+        datalog=datalog,
+    )
+    return append(_biscuit(token, public_keys), block, checked=datalog is not None)
+
+
+def _biscuit(token: str, public_keys: Iterable[str] | Mapping[int, str] | None) -> Any:
+    if not isinstance(token, str) or not is_chit(token):
+        raise ValueError("only a chit can be attenuated (this token is not one)")
+    principal = context.current_principal()
+    if public_keys is None and principal is not None and principal.token == token:
+        checks = principal.chit
+        if isinstance(checks, ChitRequest):
+            return checks.biscuit  # verified when the request came in
+    keys: Callable[[int | None], tuple[Any, ...]]
+    if public_keys is None:
+        keys = KNOWN_ROOT_KEYS.candidates
+    elif isinstance(public_keys, Mapping):
+        entries = [{"id": key_id, "public_key": text} for key_id, text in public_keys.items()]
+        keys = parse_root_keys({"biscuit_root_keys": entries}).candidates
+    else:
+        keys = parse_root_keys({"biscuit_public_keys": list(public_keys)}).candidates
+    return parse_for_attenuation(token, keys)
+
+
+class ChitForwarder(httpx.Auth):
+    """Sends the chit of the request being handled (``chit.sdk.context``), attenuated for the call.
+
+    The arguments are ``attenuate``'s; ``bind_request`` also restricts the chit to the outgoing request's
+    method and path. Without a request chit (a JWT, or outside a request), ``fallback`` (e.g. the
+    service's own ``ServiceIdentity``) authenticates the call, else ``RuntimeError``: a JWT is never
+    forwarded unattenuated by this class (``ForwardedToken`` does that).
+    """
+
+    def __init__(
+        self,
+        *,
+        operations: Collection[str] | None = None,
+        service: str | Collection[str] | None = None,
+        resource: str | Collection[str] | None = None,
+        ttl: float | None = None,
+        datalog: str | None = None,
+        bind_request: bool = False,
+        fallback: httpx.Auth | None = None,
+        public_keys: Iterable[str] | Mapping[int, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        restrictions = (operations, service, resource, ttl, datalog)
+        if all(value is None for value in restrictions) and not bind_request:
+            raise ValueError("a ChitForwarder must restrict something (operations, service, ...)")
+        self.operations = None if operations is None else tuple(operations)
+        self.service = service
+        self.resource = resource
+        self.ttl = ttl
+        self.datalog = datalog
+        self.bind_request = bind_request
+        self.fallback = fallback
+        self.public_keys = public_keys
+        self.clock = clock
+
+    def attenuated(self, request: httpx.Request) -> str | None:
+        """The chit to send with ``request``, or None when the fallback authenticates it."""
+        auth = context.current_auth()
+        if auth is None or not is_chit(auth.token):
+            if self.fallback is None:
+                raise RuntimeError("no request chit to forward: call from inside a request authenticated by a chit")
+            return None
+        return attenuate(
+            auth.token,
+            operations=self.operations,
+            service=self.service,
+            resource=self.resource,
+            method=request.method if self.bind_request else None,
+            path=request.url.path if self.bind_request else None,
+            ttl=self.ttl,
+            datalog=self.datalog,
+            public_keys=self.public_keys,
+            now=self.clock(),
+        )
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = self.attenuated(request)
+        if token is None:
+            assert self.fallback is not None
+            flow = self.fallback.async_auth_flow(request)
+            outgoing = await flow.__anext__()
+            while True:
+                response = yield outgoing
+                try:
+                    outgoing = await flow.asend(response)
+                except StopAsyncIteration:
+                    return
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.attenuated(request)
+        if token is None:
+            assert self.fallback is not None
+            yield from self.fallback.sync_auth_flow(request)
+            return
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
