@@ -1,7 +1,7 @@
 """chit: authorization for Python microservices that travels with the request.
 
 The public API is what ``__all__`` lists; everything else is internal and may change. The service
-SDK's names (``Verifier``, ``ServiceIdentity``, ``attenuate``, ``ChitForwarder``) are imported on first
+SDK's names (``Verifier``, ``ServiceIdentity``, ``attenuate``, ``ChitForwarder``, ``ServiceKey``) are imported on first
 use, so that ``import chit`` (and the ``chit`` command) does not load the web framework.
 """
 
@@ -17,7 +17,7 @@ from chit.errors import (
 from chit.policy.principals import Actor, Principal
 
 if TYPE_CHECKING:
-    from chit.sdk.chits import ChitForwarder, attenuate
+    from chit.sdk.chits import ChitForwarder, ServiceKey, attenuate
     from chit.sdk.fastapi import Verifier
     from chit.sdk.identity import ServiceIdentity
 
@@ -33,12 +33,13 @@ __all__ = [
     "OAuth2Error",
     "Principal",
     "ServiceIdentity",
+    "ServiceKey",
     "Verifier",
     "__version__",
     "attenuate",
 ]
 
-_FROM_SDK = ("ChitForwarder", "ServiceIdentity", "Verifier", "attenuate")
+_FROM_SDK = ("ChitForwarder", "ServiceIdentity", "ServiceKey", "Verifier", "attenuate")
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,14 @@ The only module on the service side that imports ``biscuit_auth``. What a chit s
     actor(<n>, "<sub>", "<client_id>");         one per actor of the delegation chain, 0 = the current one
     check if time($t), $t <= <expiry>;
 
+What a service that handled the request states, in a third-party block it appends before forwarding the
+chit, signed with its own service key (the public halves are published at discovery's ``service_keys_uri``)::
+
+    through("<service id>");                    the service whose key signs the block handled the request
+
+Such a block proves the path only when its signer is the key published for that very service id
+(``VerifiedChit.vouchers`` gives each signer with the id it states; the SDK's verifier matches them).
+
 What the service's authorizer adds (its ambient facts): ``service("<id>")``, ``operation("<permission>")``
 for each permission the route or the decision requires, ``method("GET")`` and ``path("/images/7")`` when
 the adapter knows the request, ``time(<now>)``, and ``resource("<id>")`` / ``owner("<id>")`` where the
@@ -160,6 +168,7 @@ class ChitLimits:
 DEFAULT_LIMITS = ChitLimits()
 MAX_REMEMBERED_OUTCOMES = 1024  # tokens of at most 16 KiB: at most 16 MiB held
 MAX_RESTRICTION_VALUES = 64  # operations, services or resources one attenuation names
+THROUGH = "through"  # the fact of a service's signed block: through("<service id>")
 QUERY_COST = 25  # units: the fixed cost of evaluating one alternative of a check, whatever it matches
 
 
@@ -261,6 +270,8 @@ class VerifiedChit:
     expires_at: int  # the earliest expiry check of any block: valid while time <= expires_at
     checks: Mapping[tuple[int, int], frozenset[str]] = field(repr=False)  # (block, index): predicates named
     plain: bool  # the authority block alone, with only its expiry check
+    # (signer public key ``ed25519/<hex>``, service id) of each through("<id>") fact of a third-party block
+    vouchers: tuple[tuple[str, str], ...] = ()
 
 
 def is_chit(token: str) -> bool:
@@ -364,6 +375,7 @@ class ChitAuthorizer:
             expires_at=expires_at,
             checks=checks,
             plain=len(blocks) == 1 and blocks[0].rules == 0 and len(blocks[0].checks) == 1,
+            vouchers=_vouchers(biscuit, blocks),
         )
 
     # --- decisions, per request
@@ -453,6 +465,25 @@ class ChitAuthorizer:
         if not message.startswith("authorization failed: an allow policy matched"):
             return Outcome(f"chit carries no right of {self.service}")
         return Outcome(None, tuple(pending))
+
+
+def _vouchers(biscuit: Any, blocks: Sequence[Block]) -> tuple[tuple[str, str], ...]:
+    """(signer, service id) of each ``through("<id>")`` fact of a third-party block: the signer as the binding
+    verified it (``block_external_key``), the fact as read from the signed bytes."""
+    found: list[tuple[str, str]] = []
+    for number, block in enumerate(blocks):
+        if number == 0 or not block.third_party:
+            continue
+        try:
+            signer = biscuit.block_external_key(number)
+        except _TOKEN_ERRORS:
+            continue
+        if signer is None:
+            continue
+        for fact in block.facts:
+            if fact.name == THROUGH and len(fact.terms) == 1 and isinstance(fact.terms[0], str) and fact.terms[0]:
+                found.append((str(signer), fact.terms[0]))
+    return tuple(found)
 
 
 def _verified(raw: bytes, candidates: Sequence[Any]) -> Any:
@@ -716,14 +747,53 @@ def parse_for_attenuation(token: str, keys: Callable[[int | None], Sequence[Any]
         raise ValueError(f"cannot attenuate: {reason} (no root key known here verifies it)") from exc
 
 
-def append(biscuit: Any, block: Any, limits: ChitLimits = DEFAULT_LIMITS, *, checked: bool = True) -> str:
-    """The chit with ``block`` appended; ``ValueError`` when a verifier with ``limits`` would refuse it.
-    ``checked=False`` skips the bounds of appended blocks (not size and block count): for blocks built by
-    ``restriction`` without ``datalog``, within them by construction."""
+def service_public_key(private_key: str) -> str:
+    """The public half (``ed25519/<hex>``) of a service's private key ``ed25519-private/<hex>``; ``ValueError``
+    for anything else."""
+    return str(biscuit_auth.KeyPair.from_private_key(_private_key(private_key)).public_key)
+
+
+def _private_key(text: str) -> Any:
+    if not isinstance(text, str) or not text.startswith("ed25519-private/"):
+        raise ValueError("a service key is ed25519-private/<hex>")
     try:
-        attenuated = biscuit.append(block)
+        return biscuit_auth.PrivateKey(text.strip())
+    except (ValueError, TypeError) as exc:
+        raise ValueError("a service key is ed25519-private/<hex>") from exc
+
+
+def _vouched(biscuit: Any, service_id: str, private_key: str) -> Any:
+    """``biscuit`` with a third-party block ``through("<service_id>")`` signed with ``private_key``."""
+    key = _private_key(private_key)
+    public = biscuit_auth.KeyPair.from_private_key(key).public_key
+    statement = biscuit_auth.BlockBuilder(f"{THROUGH}({{s}})", {"s": _text("service id", service_id)})
+    block = biscuit.third_party_request().create_block(key, statement)  # a fresh request: used once
+    return biscuit.append_third_party(public, block)
+
+
+def append(
+    biscuit: Any,
+    block: Any | None,
+    limits: ChitLimits = DEFAULT_LIMITS,
+    *,
+    checked: bool = True,
+    through: tuple[str, str] | None = None,
+) -> str:
+    """The chit with ``block`` appended (None: none) and, with ``through`` = (service id, private service key),
+    then a third-party block ``through("<service id>")`` signed with that key; ``ValueError`` when a verifier
+    with ``limits`` would refuse it. ``checked=False`` skips the bounds of appended blocks (not size and
+    block count): for blocks built by ``restriction`` without ``datalog``, within them by construction."""
+    if block is None and through is None:
+        raise ValueError("nothing to append")
+    try:
+        attenuated = biscuit if block is None else biscuit.append(block)
+        if through is not None:
+            attenuated = _vouched(attenuated, *through)
     except _TOKEN_ERRORS as exc:
         raise ValueError(f"cannot attenuate: {exc}") from exc
+    except BaseException as exc:
+        _unless_panic(exc)
+        raise ValueError("cannot attenuate: the biscuit binding failed") from None
     token = str(attenuated.to_base64())
     problem: str | None = None
     if len(token) > limits.max_size:

@@ -2,13 +2,14 @@
 
 Ownership is by stable id: whoever asks owns a resource when the resource's owner id is its subject.
 The actor check looks at the current actor alone (RFC 8693 §4.1): earlier actors never decide.
+The path check (``check_path``) looks at the services that proved, in a chit, that they handled the request.
 These rules read what the token grants (``holds``); a chit's own checks come on top of them
 (``with_chit``): a decision they allow stands only if the chit's checks pass with the facts it states.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -93,6 +94,22 @@ def check_actor(asker: Asker, service_ids: Iterable[str | None]) -> Decision:
     if None in allowed:
         services.insert(0, "the subject itself")
     return Decision(False, None, f"{who}; allowed: {', '.join(services)}")
+
+
+def check_path(through: Sequence[str], service_ids: Iterable[str]) -> Decision:
+    """Allowed when every one of ``service_ids`` is among ``through``, the services that proved (each with a
+    block signed by its own service key) that the request came through them. At least one id is required."""
+    wanted = tuple(service_ids)
+    if not wanted:
+        raise TypeError("require_path needs at least one service id")
+    for service_id in wanted:
+        if not isinstance(service_id, str) or not service_id:
+            raise TypeError("a service id is a non-empty string")
+    proven = f"proven: {', '.join(through)}" if through else "no service proved that it handled the request"
+    missing = [service_id for service_id in wanted if service_id not in through]
+    if not missing:
+        return Decision(True, None, f"came through {', '.join(wanted)}")
+    return Decision(False, None, f"no proof that the request came through {', '.join(missing)} ({proven})")
 
 
 def with_chit(decision: Decision, refusal: str | None) -> Decision:

@@ -6,7 +6,8 @@ for a permission, ``owns`` and ``require_owner`` for ownership, ``require_actor`
 acting for the subject (the rules and their reasons are ``chit.policy.decisions``). For a chit
 (``kind == "chit"``), every decision also evaluates the chit's own checks (``ChitChecks``) with the facts
 the decision states (the permission asked, ``resource=``, the owner): a chit attenuated to one resource,
-one operation or one service refuses the others, with a reason naming the failed check. Every
+one operation or one service refuses the others, with a reason naming the failed check. ``came_through``
+and ``require_path`` ask which services provably handled the request (``through``, a chit's signed blocks). Every
 ``require*`` decision is handed to the principal's ``on_decision`` sink when it has one (decision
 logging lives in the SDK, not here).
 """
@@ -101,6 +102,9 @@ class Principal:
     """The bearer token as received (for forwarding: ``chit.attenuate``); kept out of ``repr``."""
     chit: ChitChecks | None = field(default=None, repr=False, compare=False)
     """A chit's own checks, evaluated by every decision; None for a JWT."""
+    through: tuple[str, ...] = ()
+    """The services that proved the chit came through them: each appended a third-party block stating
+    ``through("<id>")`` signed by the key published for that id (block order). Always empty for a JWT."""
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _wildcards: tuple[Permission, ...] = field(init=False, repr=False, compare=False)
 
@@ -186,6 +190,19 @@ class Principal:
         Earlier actors in the chain never decide. No ids at all is a ``TypeError``.
         """
         self._enforce(self.check_actor(*service_ids, resource=resource))
+
+    def came_through(self, *service_ids: str) -> bool:
+        """Whether the request provably came through every one of ``service_ids`` (``through``)."""
+        return self.check_path(*service_ids).allowed
+
+    def check_path(self, *service_ids: str) -> Decision:
+        return decisions.check_path(self.through, service_ids)
+
+    def require_path(self, *service_ids: str) -> None:
+        """Raise ``InsufficientScopeError`` naming the services missing unless ``came_through(*service_ids)``:
+        a chit carrying, for each of them, a third-party block ``through("<id>")`` signed by the key the auth
+        server publishes for that service. The order of the services is not checked; a JWT never passes."""
+        self._enforce(self.check_path(*service_ids))
 
     def for_request(
         self, permissions: Iterable[str], *, method: str | None = None, path: str | None = None

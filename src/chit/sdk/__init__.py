@@ -2,8 +2,9 @@
 
 ``Verifier`` (FastAPI dependency and OAuth2 scheme) and ``TokenVerifier`` (framework-free) check
 tokens, JWTs and chits alike; ``BearerAuthMiddleware`` serves any ASGI framework; ``ServiceIdentity``,
-``ForwardedToken`` and ``ChitForwarder`` (the request's chit, attenuated: ``attenuate``) authenticate
-outbound httpx calls; ``chit.sdk.context`` holds the current request's principal.
+``ForwardedToken`` and ``ChitForwarder`` (the request's chit, attenuated: ``attenuate``; signed with the
+service's ``ServiceKey`` as proof of the path) authenticate outbound httpx calls; ``chit.sdk.context``
+holds the current request's principal.
 
 The framework adapters' names (``Verifier``, ``auth_error_handler``, ``BearerAuthMiddleware``,
 ``principal_of``) are imported on first use, so that a service without FastAPI or Starlette
@@ -15,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from chit.core.chit_authorizer import ChitLimits
 from chit.sdk.cache import VerifiedTokenCache
-from chit.sdk.chits import ChitForwarder, attenuate
+from chit.sdk.chits import ChitForwarder, ServiceKey, attenuate
 from chit.sdk.context import RequestAuth, authenticated, current_auth, current_principal, current_token
 from chit.sdk.decisions import DecisionLog
 from chit.sdk.delegation import ExchangedToken
 from chit.sdk.identity import ForwardedToken, ServiceIdentity, ServiceToken, TokenRequestError
-from chit.sdk.jwks_client import JwksClient, KeysUnavailableError, RootKeysClient
+from chit.sdk.jwks_client import JwksClient, KeysUnavailableError, RootKeysClient, ServiceKeysClient
 from chit.sdk.revocation import RevocationCheck, RevokedTokens
 from chit.sdk.verifier import (
     InvalidBearerRequestError,
@@ -51,6 +52,8 @@ __all__ = [
     "RevokedTokens",
     "RootKeysClient",
     "ServiceIdentity",
+    "ServiceKey",
+    "ServiceKeysClient",
     "ServiceToken",
     "TokenRequestError",
     "TokenVerifier",

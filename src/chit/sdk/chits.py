@@ -7,6 +7,11 @@
     email = httpx.AsyncClient(base_url=EMAIL_URL, auth=ChitForwarder(operations=["email:messages:send"]))
     # email: nothing to hand on; its routes require email:messages:send as usual
 
+Proof of the path: with ``service_key=ServiceKey.from_env()`` (``sign_as=`` for ``attenuate``) the service
+also appends a third-party block ``through("<its id>")`` signed with its own service key (the private half
+``chit service key SERVICE_ID`` hands over). Downstream, ``principal.require_path("cart", "payment")``
+holds only for blocks signed by the keys the auth server publishes for those services.
+
 Every argument only adds checks to a new block (``chit.core.chit_authorizer.restriction``): the chit can
 do less, never more, and nobody downstream can remove the block. No call to the auth server is made.
 biscuit-python re-serializes only a chit it has verified, so attenuating needs the issuer's root public
@@ -17,9 +22,11 @@ appended block, no signature check.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Collection, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -32,6 +39,7 @@ from chit.core.chit_authorizer import (
     parse_for_attenuation,
     parse_root_keys,
     restriction,
+    service_public_key,
 )
 from chit.sdk import context
 
@@ -56,6 +64,32 @@ class RootKeyRegistry:
 
 
 KNOWN_ROOT_KEYS = RootKeyRegistry()
+SERVICE_ID_VARIABLE = "CHIT_SERVICE_ID"
+SERVICE_KEY_VARIABLE = "CHIT_SERVICE_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """A service's own key: its id and the private half (``ed25519-private/<hex>``) of the key pair the auth
+    server publishes for it. ``ValueError`` when the key is not one."""
+
+    service_id: str
+    private_key: str = field(repr=False)
+    public_key: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.service_id, str) or not self.service_id:
+            raise ValueError("a service id is a non-empty string")
+        object.__setattr__(self, "public_key", service_public_key(self.private_key))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceKey:
+        """The key named by ``CHIT_SERVICE_ID`` and ``CHIT_SERVICE_KEY``; ``ValueError`` when one is missing."""
+        source = os.environ if environ is None else environ
+        service_id, private_key = source.get(SERVICE_ID_VARIABLE), source.get(SERVICE_KEY_VARIABLE)
+        if not service_id or not private_key:
+            raise ValueError(f"set {SERVICE_ID_VARIABLE} and {SERVICE_KEY_VARIABLE} (chit service key SERVICE_ID)")
+        return cls(service_id, private_key)
 
 
 def attenuate(
@@ -70,10 +104,13 @@ def attenuate(
     datalog: str | None = None,
     public_keys: Iterable[str] | Mapping[int, str] | None = None,
     now: float | None = None,
+    sign_as: ServiceKey | None = None,
 ) -> str:
     """``token`` narrowed to ``operations`` (permissions; also to the services they name), a ``service``, a
     ``resource``, one request (``method``, ``path``; a ``path`` ending in ``*`` is a prefix), ``ttl`` seconds
     from ``now`` (default: the current time), and ``datalog`` checks (bounded as any appended block).
+    ``sign_as`` then appends a third-party block ``through("<service id>")`` signed with that service key
+    (alone, it only signs).
 
     ``public_keys`` (``ed25519/<hex>`` texts, or a mapping root key id -> text) replaces the keys this
     process's verifiers hold. ``ValueError`` for nothing to restrict, bad arguments, a chit no known key
@@ -84,16 +121,22 @@ def attenuate(
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
             raise ValueError("ttl must be a positive number of seconds")
         expires_at = int((time.time() if now is None else now) + ttl)
-    block = restriction(
-        operations=operations,
-        service=service,
-        resource=resource,
-        method=method,
-        path=path,
-        expires_at=expires_at,
-        datalog=datalog,
-    )
-    return append(_biscuit(token, public_keys), block, checked=datalog is not None)
+    restrictions = (operations, service, resource, method, path, expires_at, datalog)
+    block: Any = None
+    if sign_as is None or any(value is not None for value in restrictions):
+        block = restriction(
+            operations=operations,
+            service=service,
+            resource=resource,
+            method=method,
+            path=path,
+            expires_at=expires_at,
+            datalog=datalog,
+        )
+    if sign_as is not None and not isinstance(sign_as, ServiceKey):
+        raise ValueError("sign_as must be a ServiceKey")
+    through = None if sign_as is None else (sign_as.service_id, sign_as.private_key)
+    return append(_biscuit(token, public_keys), block, checked=datalog is not None, through=through)
 
 
 def _biscuit(token: str, public_keys: Iterable[str] | Mapping[int, str] | None) -> Any:
@@ -119,7 +162,8 @@ class ChitForwarder(httpx.Auth):
     """Sends the chit of the request being handled (``chit.sdk.context``), attenuated for the call.
 
     The arguments are ``attenuate``'s; ``bind_request`` also restricts the chit to the outgoing request's
-    method and path. Without a request chit (a JWT, or outside a request), ``fallback`` (e.g. the
+    method and path; ``service_key`` also signs ``through("<service id>")`` with it (proof of the path).
+    Without a request chit (a JWT, or outside a request), ``fallback`` (e.g. the
     service's own ``ServiceIdentity``) authenticates the call, else ``RuntimeError``: a JWT is never
     forwarded unattenuated by this class (``ForwardedToken`` does that).
     """
@@ -136,10 +180,13 @@ class ChitForwarder(httpx.Auth):
         fallback: httpx.Auth | None = None,
         public_keys: Iterable[str] | Mapping[int, str] | None = None,
         clock: Callable[[], float] = time.time,
+        service_key: ServiceKey | None = None,
     ) -> None:
-        restrictions = (operations, service, resource, ttl, datalog)
+        restrictions = (operations, service, resource, ttl, datalog, service_key)
         if all(value is None for value in restrictions) and not bind_request:
-            raise ValueError("a ChitForwarder must restrict something (operations, service, ...)")
+            raise ValueError("a ChitForwarder must restrict something (operations, service, ...) or sign (service_key)")
+        if service_key is not None and not isinstance(service_key, ServiceKey):
+            raise ValueError("service_key must be a ServiceKey")
         self.operations = None if operations is None else tuple(operations)
         self.service = service
         self.resource = resource
@@ -149,6 +196,7 @@ class ChitForwarder(httpx.Auth):
         self.fallback = fallback
         self.public_keys = public_keys
         self.clock = clock
+        self.service_key = service_key
 
     def attenuated(self, request: httpx.Request) -> str | None:
         """The chit to send with ``request``, or None when the fallback authenticates it."""
@@ -168,6 +216,7 @@ class ChitForwarder(httpx.Auth):
             datalog=self.datalog,
             public_keys=self.public_keys,
             now=self.clock(),
+            sign_as=self.service_key,
         )
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:

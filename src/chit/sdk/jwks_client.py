@@ -1,6 +1,7 @@
 """The issuer's public keys, fetched over HTTP and kept in memory: the JWT signing keys (discovery, then
-JWKS: ``JwksClient``) and the chit root keys (discovery's ``biscuit_root_keys``, ``biscuit_public_keys``:
-``RootKeysClient``).
+JWKS: ``JwksClient``), the chit root keys (discovery's ``biscuit_root_keys``, ``biscuit_public_keys``:
+``RootKeysClient``) and the registered services' public keys (discovery's ``service_keys_uri``:
+``ServiceKeysClient``, what proves the path a chit took).
 
 Rules (DESIGN §4, SDK contract), the same for both:
 
@@ -11,7 +12,7 @@ Rules (DESIGN §4, SDK contract), the same for both:
   background fetch and the keys in hand keep serving meanwhile. Renewing early is what lets a key
   that the server published and will sign with once max-age has passed be known before its first
   token arrives (``chit keys rotate``);
-* an unknown ``kid`` (root key id) triggers a refetch at most once per cool-down (10 s), whoever asks;
+* an unknown ``kid`` (root key id, service key) triggers a refetch at most once per cool-down (10 s), whoever asks;
 * a failed fetch, an error status, a body that is not JSON or a JWKS with no usable key never
   replaces the keys in hand: the last known good keys keep serving while the auth server is down;
 * concurrent callers share one fetch (``chit.sdk.fetch.SingleFlight``, which also keeps the keys
@@ -26,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from chit.core.chit_authorizer import RootKeys, parse_root_keys
+from chit.core.chit_authorizer import RootKeys, parse_root_keys, public_key
 from chit.core.jwt import VerificationKey, parse_jwks
 from chit.core.keys import ALGORITHMS
 from chit.core.paths import OPENID_CONFIGURATION_PATH
@@ -286,3 +287,89 @@ class RootKeysClient(_PublishedKeys[RootKeys]):
     def _installing(self, keys: RootKeys) -> None:
         if self.on_keys is not None:
             self.on_keys(keys)
+
+
+class ServiceKeys(dict[str, frozenset[str]]):
+    """The registered services' public keys: key text (``ed25519/<hex>``, canonical) -> the service ids
+    published with it."""
+
+
+def parse_service_keys(document: object) -> ServiceKeys:
+    """The keys of a ``service_keys_uri`` document (``{"keys": [{"service": id, "public_key": "ed25519/<hex>"}]}``);
+    entries that are not usable keys are skipped; a document without a ``keys`` list is ``FetchError``."""
+    entries = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(entries, list):
+        raise FetchError("service keys document has no keys list")
+    found: dict[str, set[str]] = {}
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        service, text = entry.get("service"), entry.get("public_key")
+        if not isinstance(service, str) or not service or not isinstance(text, str):
+            continue
+        try:
+            canonical = str(public_key(text))
+        except ValueError:
+            continue
+        found.setdefault(canonical, set()).add(service)
+    return ServiceKeys({key: frozenset(services) for key, services in found.items()})
+
+
+class ServiceKeysClient(_PublishedKeys[ServiceKeys]):
+    """The registered services' public keys, from discovery's ``service_keys_uri`` (unless given): what a
+    third-party block ``through("<id>")`` must be signed with to prove that the chit came through ``<id>``."""
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        service_keys_uri: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: float = FETCH_TIMEOUT,
+        max_age_cap: float = MAX_AGE_CAP,
+        refresh_cooldown: float = REFRESH_COOLDOWN,
+        clock: Callable[[], float],
+        on_keys_removed: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(
+            issuer,
+            "service keys",
+            urls=(service_keys_uri,),
+            http_client=http_client,
+            timeout=timeout,
+            max_age_cap=max_age_cap,
+            refresh_cooldown=refresh_cooldown,
+            clock=clock,
+            on_keys_removed=on_keys_removed,
+        )
+        self._configured_uri = service_keys_uri
+        self._uri = service_keys_uri
+
+    @property
+    def keys(self) -> ServiceKeys:
+        return self._keys.value or ServiceKeys()
+
+    def services_of(self, key: str) -> frozenset[str]:
+        """The services published with the public key ``key`` (none: unknown)."""
+        keys = self._keys.value
+        return frozenset() if keys is None else keys.get(key, frozenset())
+
+    async def refresh_for_unknown_signer(self, key: str) -> bool:
+        """Refetch for a signer nobody knows, at most once per cool-down; True when it is now known.
+
+        Raises ``KeysUnavailableError`` when no key list was ever obtained."""
+        return key in await self._refresh_for_unknown()
+
+    async def _load(self) -> tuple[ServiceKeys, Reply]:
+        if self._uri is None:
+            self._uri = await self._getter.discover(self.issuer, "service_keys_uri")
+        try:
+            reply = await self._getter.send("GET", self._uri)
+            keys = parse_service_keys(reply.document())
+        except (FetchError, httpx.HTTPError):
+            self._uri = self._configured_uri  # rediscover next time
+            raise
+        return keys, reply
+
+    def _removed(self, held: ServiceKeys, new: ServiceKeys) -> bool:
+        return any(not services <= new.get(key, frozenset()) for key, services in held.items())

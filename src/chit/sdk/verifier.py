@@ -5,7 +5,10 @@
 cache until it expires, so a token seen again costs a dictionary lookup. It takes both kinds: a JWT
 access token (three dot-separated parts) and a chit (a Biscuit in base64url, ``kind == "chit"``: its
 root key is the one its root key id names in discovery's ``biscuit_root_keys``; every block's
-revocation id is checked; ``chit.core.chit_authorizer`` says what is verified and bounded).
+revocation id is checked; ``chit.core.chit_authorizer`` says what is verified and bounded). A chit's
+third-party blocks ``through("<id>")`` prove its path when signed by the key published for ``<id>`` at
+discovery's ``service_keys_uri`` (fetched on first need, an unknown signer refetches at most once per
+cool-down): ``Principal.through``, ``came_through``, ``require_path``.
 
 ``authorize`` requires a route's permissions and, for a chit, runs its checks with the request's facts
 (per request, cached chit or not): checks that need a resource or an owner wait for the route body's
@@ -31,7 +34,14 @@ import httpx
 
 from chit.answers import bearer_token as bearer_token
 from chit.answers import challenge as challenge
-from chit.core.chit_authorizer import ChitAuthorizer, ChitLimits, ChitRequest, UnknownRootKeyError, is_chit
+from chit.core.chit_authorizer import (
+    ChitAuthorizer,
+    ChitLimits,
+    ChitRequest,
+    UnknownRootKeyError,
+    VerifiedChit,
+    is_chit,
+)
 from chit.core.jwt import DEFAULT_LEEWAY, MAX_TOKEN_SIZE, AccessTokenDecoder, UnknownKeyError
 from chit.core.keys import ALGORITHMS
 from chit.core.paths import TOKEN_PATH
@@ -44,7 +54,14 @@ from chit.sdk.cache import DEFAULT_MAX_ENTRIES, VerifiedTokenCache
 from chit.sdk.chits import KNOWN_ROOT_KEYS
 from chit.sdk.decisions import DecisionLog
 from chit.sdk.fetch import FETCH_TIMEOUT
-from chit.sdk.jwks_client import MAX_AGE_CAP, REFRESH_COOLDOWN, JwksClient, RootKeysClient
+from chit.sdk.jwks_client import (
+    MAX_AGE_CAP,
+    REFRESH_COOLDOWN,
+    JwksClient,
+    KeysUnavailableError,
+    RootKeysClient,
+    ServiceKeysClient,
+)
 
 
 class VerifierOptions(TypedDict, total=False):
@@ -132,6 +149,15 @@ class TokenVerifier:
             on_keys_removed=self.cache.clear if self.cache is not None else None,
             on_keys=lambda keys: KNOWN_ROOT_KEYS.remember(issuer, keys),
         )
+        self.service_keys = ServiceKeysClient(
+            issuer,
+            http_client=http_client,
+            timeout=timeout,
+            max_age_cap=jwks_max_age,
+            refresh_cooldown=refresh_cooldown,
+            clock=clock,
+            on_keys_removed=self.cache.clear if self.cache is not None else None,
+        )
         self.decisions: DecisionSink | None
         if decisions is True:
             self.decisions = DecisionLog()
@@ -193,6 +219,7 @@ class TokenVerifier:
             if isinstance(self.decisions, DecisionLog):
                 self.decisions.rejected(exc.reason)
             raise
+        through, settled = await self._through(chit)
         authority = chit.authority
         principal = Principal(
             subject=authority.subject,
@@ -205,11 +232,30 @@ class TokenVerifier:
             on_decision=self.decisions,
             token=token,
             chit=ChitRequest(chit, self.chits, self.clock),
+            through=through,
         )
         self._check_revocation(principal, token)
-        if cache is not None:
+        if cache is not None and settled:
             cache.put(token, principal, chit.expires_at + 1)  # valid while time <= expires_at, in whole seconds
         return principal
+
+    async def _through(self, chit: VerifiedChit) -> tuple[tuple[str, ...], bool]:
+        """The services that proved the chit came through them (a third-party block stating
+        ``through("<id>")`` signed by the key published for ``<id>``), in block order; and whether that is
+        settled (False while the service keys could never be fetched: the principal is then not cached)."""
+        if not chit.vouchers:
+            return (), True
+        keys = self.service_keys
+        keys.refresh_if_stale(self.clock())
+        try:
+            for signer, _ in chit.vouchers:
+                if not keys.loaded or not keys.services_of(signer):
+                    await keys.refresh_for_unknown_signer(signer)  # at most once per cool-down
+                    break
+        except KeysUnavailableError:
+            return (), False
+        proven = (service for signer, service in chit.vouchers if service in keys.services_of(signer))
+        return tuple(dict.fromkeys(proven)), True
 
     def _check_revocation(self, principal: Principal, token: str) -> None:
         revocation = self.revocation
@@ -244,6 +290,7 @@ class TokenVerifier:
         """Stop a background key fetch; the verifier stays usable (a later call fetches again)."""
         await self.jwks.aclose()
         await self.root_keys.aclose()
+        await self.service_keys.aclose()
 
     async def __aenter__(self) -> Self:
         return self
