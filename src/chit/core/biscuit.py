@@ -25,11 +25,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import biscuit_auth
 
+from chit.core.chit_blocks import CHECK_ONE, MalformedChitError, read_blocks
 from chit.errors import ConfigurationError, InvalidTokenError
 
 WILDCARD = "*"
@@ -37,9 +38,15 @@ _CHIT_ERRORS = (
     biscuit_auth.BiscuitValidationError,
     biscuit_auth.BiscuitBlockError,
     biscuit_auth.BiscuitSerializationError,
+    biscuit_auth.AuthorizationError,
+    biscuit_auth.DataLogError,
     ValueError,
     TypeError,
 )  # the binding's errors share no base class
+MAX_READ_BLOCKS = 16  # a chit with more blocks is not read (every service refuses it: ChitLimits.max_blocks)
+_READ_TIME = timedelta(milliseconds=20)  # what reading the authority facts may take, however the chit was attenuated
+_READ_ITERATIONS = 100
+_READ_FACTS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,26 @@ class MintedChit:
     def revocation_id(self) -> str:
         """The authority block's revocation id: revoking it revokes the chit and all attenuated from it."""
         return self.revocation_ids[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ChitAuthority:
+    """What a verified chit's authority block states (DESIGN §4, "Chits on the wire"), and the revocation ids
+    of all its blocks: the authority block's first, the last block's last."""
+
+    issuer: str
+    subject: str
+    client_id: str
+    rights: tuple[str, ...]  # sorted
+    actors: tuple[tuple[str, str], ...]  # (sub, client_id), current actor first
+    expires_at: int  # epoch seconds: the earliest expiry check of the authority block
+    revocation_ids: tuple[str, ...]
+
+    @property
+    def last_revocation_id(self) -> str:
+        """The revocation id of the chit's last block: revoking it revokes this chit and every chit attenuated
+        from it, not the chit it was attenuated from (whose blocks are a prefix of this one's)."""
+        return self.revocation_ids[-1]
 
 
 def generate_root_private_key() -> str:
@@ -167,3 +194,59 @@ def _verified_by_any(token: str, public_keys: Iterable[str]) -> Any:
         except _CHIT_ERRORS:
             continue
     raise InvalidTokenError("not a chit signed by a root key of this server")
+
+
+def read_chit(token: str, public_keys_by_id: Mapping[int, str]) -> ChitAuthority:
+    """The authority of a chit signed by one of ``public_keys_by_id`` (as ``parse_chit``). Facts are read by
+    querying an authorizer built for the token (only the authority block is trusted there: an appended
+    block cannot state a subject), the expiry from the authority block's signed bytes, never from printed
+    text. Anything that is no chit of these keys, or states no single issuer, subject and client, or no
+    expiry, is ``InvalidTokenError``. Expiry and revocation are not decided here."""
+    parsed = parse_chit(token, public_keys_by_id)
+    try:
+        if parsed.block_count() > MAX_READ_BLOCKS:
+            raise InvalidTokenError(f"chit has more than {MAX_READ_BLOCKS} blocks")
+        builder = cast(Any, biscuit_auth.AuthorizerBuilder("allow if true;"))  # the stub lacks limits()
+        limits = builder.limits()
+        limits.max_time, limits.max_iterations, limits.max_facts = _READ_TIME, _READ_ITERATIONS, _READ_FACTS
+        builder.set_limits(limits)
+        authorizer = builder.build(parsed)
+
+        def terms(name: str, arity: int) -> list[list[Any]]:
+            variables = ", ".join(f"$v{i}" for i in range(arity))
+            rule = biscuit_auth.Rule(f"found({variables}) <- {name}({variables})")
+            return [list(fact.terms) for fact in authorizer.query(rule)]
+
+        issuers, subjects, clients = terms("issuer", 1), terms("subject", 1), terms("client", 1)
+        rights, actors = terms("right", 1), terms("actor", 3)
+        authority = read_blocks(parsed.to_bytes())[0]
+        revocation_ids = tuple(str(rid) for rid in parsed.revocation_ids)
+    except (*_CHIT_ERRORS, MalformedChitError) as exc:
+        raise InvalidTokenError("the chit does not read") from exc
+    expiries = [
+        query.dates[0]
+        for check in authority.checks
+        if check.kind == CHECK_ONE and len(check.queries) == 1
+        for query in check.queries
+        if query.names == ("time",) and len(query.dates) == 1
+    ]
+    singles = [_single_string(found) for found in (issuers, subjects, clients)]
+    chain = sorted((n, sub, client) for n, sub, client in actors if isinstance(n, int))
+    if None in singles or not expiries or [n for n, _, _ in chain] != list(range(len(actors))):
+        raise InvalidTokenError("the chit's authority block does not state the vocabulary")
+    return ChitAuthority(
+        issuer=cast(str, singles[0]),
+        subject=cast(str, singles[1]),
+        client_id=cast(str, singles[2]),
+        rights=tuple(sorted(str(right) for [right] in rights)),
+        actors=tuple((str(sub), str(client)) for _, sub, client in chain),
+        expires_at=min(expiries),
+        revocation_ids=revocation_ids,
+    )
+
+
+def _single_string(found: list[list[Any]]) -> str | None:
+    """The one string value of a one-term fact stated once, else None."""
+    if len(found) != 1 or not isinstance(found[0][0], str) or not found[0][0]:
+        return None
+    return found[0][0]

@@ -51,6 +51,16 @@ class IssuedAccessToken:
         return bool(self.revocation_ids)
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveChit:
+    """A chit of this server that is active: what its authority block states, and the same as access
+    token claims (its ``iat`` is not in the chit: ``exp`` less the access token lifetime, never later than
+    it was minted; its ``jti`` the start of the authority block's revocation id, as ``mint_chit`` says)."""
+
+    authority: biscuit.ChitAuthority
+    claims: AccessTokenClaims
+
+
 class AuthServer:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -229,6 +239,45 @@ class AuthServer:
                 return False
             return key.expires_at is None or key.expires_at > self.now()
         return not self.store.revoked_families([session_id])
+
+    def read_own_chit(self, token: str) -> biscuit.ChitAuthority:
+        """A chit this server minted, verified with the root key its root key id names (expired or not);
+        anything else is ``InvalidTokenError``."""
+        authority = biscuit.read_chit(token, self.keys().biscuit_public_keys_by_id)
+        if authority.issuer != self.settings.issuer:
+            raise InvalidTokenError("the chit was minted for another issuer")
+        return authority
+
+    def active_chit(self, token: str) -> ActiveChit | None:
+        """A chit of this server that is not expired, none of whose blocks' revocation ids is revoked (so
+        revoking a chit revokes every chit attenuated from it), and whose subject, client and actors are
+        active by the rules of ``active_subject``; else None."""
+        try:
+            authority = self.read_own_chit(token)
+        except InvalidTokenError:
+            return None
+        if authority.expires_at <= self.now() or self.store.revoked_chit_ids(authority.revocation_ids):
+            return None
+        act: dict[str, Any] | None = None
+        for actor_subject, actor_client in reversed(authority.actors):  # the innermost act is the first actor
+            actor: dict[str, Any] = {"sub": actor_subject}
+            if actor_client:
+                actor["client_id"] = actor_client
+            if act is not None:
+                actor["act"] = act
+            act = actor
+        claims = AccessTokenClaims(
+            iss=authority.issuer,
+            sub=authority.subject,
+            aud=tuple(sorted({right.split(":", 1)[0] for right in authority.rights})) or ("chit",),
+            exp=authority.expires_at,
+            iat=max(0, authority.expires_at - self.settings.access_token_ttl),
+            jti=authority.revocation_ids[0][:CHIT_ID_LENGTH],
+            client_id=authority.client_id,
+            scope=authority.rights,
+            act=act,
+        )
+        return ActiveChit(authority, claims) if self.access_token_is_active(claims) else None
 
     def verify_active_access_token(self, token: str) -> AccessTokenClaims | None:
         try:

@@ -1,6 +1,6 @@
 """The one place on the auth server that revokes anything.
 
-An access token revoked at the revocation endpoint (RFC 7009), a session revoked by its owner or an
+An access token or a chit revoked at the revocation endpoint (RFC 7009), a session revoked by its owner or an
 administrator, a refresh-token family whose used token came back (RFC 9700 §4.14.2), an API key, a
 deferred delegation (by the service it was issued to, or an administrator), a user disabled: each
 goes through ``Revocations``, which writes it through the store (one transaction, committed before
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 REVOKED = "revoked"  # a session's ``revoked_reason``: its owner, its client or an administrator revoked it
 REUSE = "reuse"  # a used refresh token of the session came back
 REVOCATION_ENDPOINT = "revocation endpoint"
+TOKEN_ID_LENGTH = 64  # the audit log's token_id: a chit's event names the start of its revocation id there
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,18 @@ class Revocations:
             return False  # one insert decides: of concurrent revocations, one is recorded and published
         self._record("token.revoked", by, subject=subject, token_id=jti, jti=jti)
         self._published("token", jti, expires=expires_at)
+        return True
+
+    def revoke_chit(self, revocation_id: str, *, expires_at: int, subject: str, by: Requester) -> bool:
+        """Revoke every chit holding the block whose revocation id is ``revocation_id`` (128 hex characters;
+        ``expires_at``: the chit's expiry, which no chit attenuated from it outlives); False if it was
+        revoked already. The event names the whole id in its detail, its start as ``token_id``."""
+        if not self.server.store.revoke_chit(revocation_id, expires_at=expires_at, now=self.server.now()):
+            return False  # one insert decides: of concurrent revocations, one is recorded and published
+        token_id = revocation_id[:TOKEN_ID_LENGTH]
+        shared = {"revocation_id": revocation_id}
+        self._record("chit.revoked", by, subject=subject, token_id=token_id, shared=shared)
+        self._published("chit", revocation_id, expires=expires_at)
         return True
 
     def revoke_session(self, session_id: str, *, subject: str, by: Requester, reason: str = REVOKED) -> bool:
@@ -189,8 +202,9 @@ class Revocations:
         Called once for each new revocation, after the store committed it and its audit event was
         recorded; never for what was revoked already. The revocation feed (issue 17; DESIGN §4,
         "Revocation feed") hooks in here: ``kind`` and ``value`` are the feed event's (``token``: a
-        ``jti``; ``session``: a refresh-token family ``rtf_…`` or an API key ``key_…``; ``delegation``:
-        a deferred delegation ``dlg_…``; ``subject``: a user id, with ``not_before``), ``expires`` is
+        ``jti``; ``chit``: a block's revocation id, revoking every chit holding that block; ``session``: a
+        refresh-token family ``rtf_…`` or an API key ``key_…``; ``delegation``: a deferred delegation
+        ``dlg_…``; ``subject``: a user id, with ``not_before``), ``expires`` is
         when the last token it concerns expires, after which services may forget it. The feed will give
         the event its id and keep it, so that a service catching up by cursor finds it, and with
         ``--redis-url`` publish it on Redis.

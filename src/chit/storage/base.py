@@ -214,13 +214,21 @@ class SessionStore(Protocol):
 
 
 class RevokedTokenStore(Protocol):
-    """Revoked access tokens."""
+    """Revoked access tokens and chits."""
 
     def revoke_access_token(self, jti: str, *, expires_at: int, now: int) -> bool:
         """Revoke ``jti``; False when it was revoked already."""
         ...
 
     def is_access_token_revoked(self, jti: str) -> bool: ...
+
+    def revoke_chit(self, revocation_id: str, *, expires_at: int, now: int) -> bool:
+        """Revoke the chits holding the block of ``revocation_id``; False when it was revoked already."""
+        ...
+
+    def revoked_chit_ids(self, revocation_ids: Iterable[str]) -> frozenset[str]:
+        """Which of ``revocation_ids`` (a chit's, one per block) are revoked."""
+        ...
 
 
 class ThrottleStore(Protocol):

@@ -111,6 +111,15 @@ revoked_tokens = Table(
     Column("revoked_at", BigInteger, nullable=False),
 )
 
+# revoked chits (RFC 7009): a block's revocation id, 128 hex characters, revokes every chit holding that block
+revoked_chits = Table(
+    "revoked_chits",
+    metadata,
+    Column("revocation_id", String(128), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=False),
+)
+
 login_throttle = Table(
     "login_throttle",
     metadata,

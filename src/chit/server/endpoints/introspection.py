@@ -1,7 +1,10 @@
 """Token introspection (RFC 7662) for authenticated confidential clients.
 
 An active access token answers its claims; a refresh token is active only to the client it was
-issued to. Anything inactive, unknown, malformed or foreign answers exactly ``{"active": false}``.
+issued to. A chit is active unless it is expired, any of its blocks' revocation ids is revoked, or its
+subject, client or an actor is not (as for an access token); it answers what its authority block states,
+``act`` from its actor facts, and ``chit_revocation_ids``, one per block. Anything inactive, unknown,
+malformed or foreign answers exactly ``{"active": false}``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ class IntrospectionEndpoint:
         if token is None:
             raise InvalidRequestError("missing parameter token")
         if params.get("token_type_hint") == "refresh_token" or token.count(".") != 2:
-            return self._refresh_token(token, client) or self._access_token(token) or dict(INACTIVE)
+            return (
+                self._refresh_token(token, client) or self._chit(token) or self._access_token(token) or dict(INACTIVE)
+            )
         return self._access_token(token) or self._refresh_token(token, client) or dict(INACTIVE)
 
     def _access_token(self, token: str) -> dict[str, Any] | None:
@@ -39,6 +44,25 @@ class IntrospectionEndpoint:
             return None
         answer: dict[str, Any] = {"active": True, **claims.to_dict(), "token_type": "Bearer"}
         answer.pop("sid", None)
+        return answer
+
+    def _chit(self, token: str) -> dict[str, Any] | None:
+        active = self.server.active_chit(token)
+        if active is None:
+            return None
+        claims = active.claims
+        answer: dict[str, Any] = {
+            "active": True,
+            "sub": claims.sub,
+            "client_id": claims.client_id,
+            "scope": " ".join(claims.scope),
+            "exp": claims.exp,
+            "iss": claims.iss,
+            "token_type": "Bearer",
+            "chit_revocation_ids": list(active.authority.revocation_ids),
+        }
+        if claims.act is not None:
+            answer["act"] = claims.act
         return answer
 
     def _refresh_token(self, token: str, client: Client) -> dict[str, Any] | None:
