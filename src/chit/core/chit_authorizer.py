@@ -25,7 +25,8 @@ operation; its policy: ``allow if right($r), $r.starts_with("<service>:")``.
 **Verification** (``ChitAuthorizer.read``, once per token, then cached by the SDK): the size and block
 count are checked on the bytes before any signature; the root key is the one the token's root key id
 names; then the blocks are read from the verified bytes (``chit.core.chit_blocks``, not the printed
-datalog, which does not escape quotes) and the authority block must state the vocabulary above, name
+datalog, which does not escape quotes; blocks already read are remembered by their exact bytes and
+symbol table) and the authority block must state the vocabulary above, name
 this verifier's issuer, carry a right of this service and not have expired. Appended blocks (first- or
 third-party) are bounded *before* any datalog runs, because the binding checks its time limit only
 between evaluation rounds (measured: a 2 KB block of generating rules ran 3.7 s; a check joining three
@@ -61,14 +62,13 @@ Python); ``ChitRequest.plain``.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -104,6 +104,7 @@ _TOKEN_ERRORS = (
     TypeError,
 )
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _FAILED_CHECK = re.compile(r"Check n°(\d+) in (?:block n°(\d+)|authorizer): ")
 _LIMITS_REACHED = "Reached Datalog execution limits"
 _EXECUTION_FAILURE = "Datalog  execution failure: "  # (sic: two spaces, as the binding spells it)
@@ -167,6 +168,7 @@ class ChitLimits:
 
 DEFAULT_LIMITS = ChitLimits()
 MAX_REMEMBERED_OUTCOMES = 1024  # tokens of at most 16 KiB: at most 16 MiB held
+MAX_BOUND_REQUESTS = 64  # routes (operations, method, path) remembered per verified chit
 MAX_RESTRICTION_VALUES = 64  # operations, services or resources one attenuation names
 THROUGH = "through"  # the fact of a service's signed block: through("<service id>")
 QUERY_COST = 25  # units: the fixed cost of evaluating one alternative of a check, whatever it matches
@@ -280,10 +282,17 @@ def is_chit(token: str) -> bool:
 
 
 def _decode(token: str) -> bytes:
-    if _BASE64URL.fullmatch(token) is None:
+    """The bytes of a base64url token (padding optional, at most two ``=``); anything outside the alphabet is
+    refused (``a2b_base64`` in strict mode, after the two URL-safe letters are mapped to the standard ones)."""
+    try:
+        data = token.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise InvalidTokenError("token is not a chit: not base64url") from exc
+    body = data.rstrip(b"=")
+    if len(data) - len(body) > 2 or b"+" in body or b"/" in body:
         raise InvalidTokenError("token is not a chit: not base64url")
     try:
-        return base64.urlsafe_b64decode(token.rstrip("=") + "=" * (-len(token.rstrip("=")) % 4))
+        return binascii.a2b_base64(body.translate(_URLSAFE) + b"=" * (-len(body) % 4), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidTokenError("token is not a chit: not base64url") from exc
 
@@ -683,22 +692,22 @@ def restriction(
     added = False
     if operations is not None:
         wanted = _names("operations", operations)
-        block.add_check(biscuit_auth.Check("check all operation($op), {ops}.contains($op)", {"ops": wanted}))
-        block.add_check(_one_of("service", {operation.split(":", 1)[0] for operation in wanted}))
+        block.add_check(_operations_check(wanted))
+        block.add_check(_one_of("service", frozenset(operation.split(":", 1)[0] for operation in wanted)))
         added = True
     for name, value in (("service", service), ("resource", resource)):
         if value is not None:
             block.add_check(_one_of(name, _names(name, [value] if isinstance(value, str) else value)))
             added = True
     if method is not None:
-        block.add_check(biscuit_auth.Check("check if method({m})", {"m": _text("method", method).upper()}))
+        block.add_check(_check("check if method({v})", _text("method", method).upper()))
         added = True
     if path is not None:
         _text("path", path)
         if path.endswith(WILDCARD):
-            block.add_check(biscuit_auth.Check("check if path($p), $p.starts_with({p})", {"p": path[:-1]}))
+            block.add_check(_check("check if path($p), $p.starts_with({v})", path[:-1]))
         else:
-            block.add_check(biscuit_auth.Check("check if path({p})", {"p": path}))
+            block.add_check(_check("check if path({v})", path))
         added = True
     if expires_at is not None:
         then = datetime.fromtimestamp(int(expires_at), UTC)
@@ -715,11 +724,27 @@ def restriction(
     return block
 
 
-def _one_of(name: str, values: set[str]) -> Any:
+# Parsing a check costs tens of µs; a service attenuates for the same few targets again and again, so the
+# checks ``restriction`` builds are parsed once per value (the binding copies a check into each block).
+
+
+@functools.lru_cache(maxsize=1024)
+def _operations_check(operations: frozenset[str]) -> Any:
+    return biscuit_auth.Check("check all operation($op), {ops}.contains($op)", {"ops": set(operations)})
+
+
+@functools.lru_cache(maxsize=1024)
+def _one_of(name: str, values: frozenset[str]) -> Any:
     """``check if name("v")``, or for several values ``check if name($v), {...}.contains($v)``."""
     if len(values) == 1:
         return biscuit_auth.Check(f"check if {name}({{v}})", {"v": next(iter(values))})
-    return biscuit_auth.Check(f"check if {name}($v), {{vs}}.contains($v)", {"vs": values})
+    return biscuit_auth.Check(f"check if {name}($v), {{vs}}.contains($v)", {"vs": set(values)})
+
+
+@functools.lru_cache(maxsize=1024)
+def _check(source: str, value: str) -> Any:
+    """A check of ``source`` with its one parameter ``{v}`` bound to ``value``."""
+    return biscuit_auth.Check(source, {"v": value})
 
 
 def _text(name: str, value: object) -> str:
@@ -728,8 +753,8 @@ def _text(name: str, value: object) -> str:
     return value
 
 
-def _names(name: str, values: Iterable[object]) -> set[str]:
-    names = {_text(name, value) for value in values}
+def _names(name: str, values: Iterable[object]) -> frozenset[str]:
+    names = frozenset(_text(name, value) for value in values)
     if not names or len(names) > MAX_RESTRICTION_VALUES:
         raise ValueError(f"{name} must name between 1 and {MAX_RESTRICTION_VALUES}")
     return names
@@ -868,6 +893,11 @@ class ChitRequest:
     method: str | None = None
     path: str | None = None
     pending: tuple[str, ...] = ()  # checks left by the dependency for the route body
+    # (operations, method, path) -> (second, bound request, refusal): the outcome of ``at_request`` within one
+    # second, shared by the requests bound from one verified chit (bounded: emptied when full)
+    bound: dict[tuple[Any, ...], tuple[int, ChitRequest, str | None]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def revocation_ids(self) -> tuple[str, ...]:
@@ -905,11 +935,20 @@ class ChitRequest:
         """This chit bound to a request, and why it is refused there (None: allowed, maybe pending)."""
         if self.chit.plain:
             return self, None  # decided without datalog: the request's facts are not needed
-        bound = replace(self, operations=tuple(operations), method=method, path=path, pending=())
+        operations = tuple(operations)
+        second = int(self.clock())
+        key = (operations, method, path)
+        memo = self.bound
+        known = memo.get(key)
+        if known is not None and known[0] == second:
+            return known[1], known[2]  # the same facts in the same second: the same outcome
         defer = BODY_PREDICATES if operations else BODY_PREDICATES | {"operation"}
         outcome = self.authorizer.evaluate(
-            self.chit, now=self.clock(), operations=bound.operations, method=method, path=path, defer=defer
+            self.chit, now=second, operations=operations, method=method, path=path, defer=defer
         )
-        if outcome.refusal is not None:
-            return bound, outcome.refusal
-        return replace(bound, pending=outcome.pending), None
+        pending = () if outcome.refusal is not None else outcome.pending
+        bound = ChitRequest(self.chit, self.authorizer, self.clock, operations, method, path, pending, memo)
+        if len(memo) >= MAX_BOUND_REQUESTS:
+            memo.clear()
+        memo[key] = (second, bound, outcome.refusal)
+        return bound, outcome.refusal

@@ -15,6 +15,7 @@ The decoder works on offsets into one buffer, without slicing: it runs on every 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -137,22 +138,49 @@ def read_blocks(raw: bytes) -> tuple[Block, ...]:
         signed = [
             _signed_block(raw, start, end) for number, start, end in _fields(raw, 0, len(raw)) if number in (2, 3)
         ]
-        table = list(DEFAULT_SYMBOLS)
+        table: tuple[str, ...] = ()  # the token's symbols so far (first-party blocks')
         blocks: list[Block] = []
         for start, end, third_party in signed:
-            fields = _fields(raw, start, end)
-            own = [_text(raw, s, e) for number, s, e in fields if number == 1]
-            if third_party:
-                symbols = [*DEFAULT_SYMBOLS, *own]
-            else:
-                table.extend(own)
-                symbols = table[:]  # a first-party block sees the symbols up to its own, not later ones
-            blocks.append(_Reader(raw, symbols).block(fields, third_party))
+            data = raw[start:end]
+            key = (data, True, ()) if third_party else (data, False, table)
+            known = _READ.get(key)
+            if known is None:
+                known = _read_block(data, third_party, table)
+                with _READ_LOCK:  # chits are verified in threads too
+                    if len(_READ) >= MAX_REMEMBERED_BLOCKS:
+                        _READ.pop(next(iter(_READ)), None)  # the oldest
+                    _READ[key] = known
+            block, own = known
+            if not third_party:
+                table = (*table, *own)  # a first-party block sees the symbols up to its own, not later ones
+            blocks.append(block)
     except (IndexError, ValueError, RecursionError) as exc:
         if isinstance(exc, MalformedChitError):
             raise
         raise MalformedChitError("a block of the token does not decode") from exc
     return tuple(blocks)
+
+
+# What a block's bytes decode to, with the symbol table they were read under (a block's own symbols extend
+# the table of the first-party blocks after it): the same bytes under the same table always read the same,
+# so blocks shared by many chits (the authority block, the first hops' attenuations) are read once.
+MAX_REMEMBERED_BLOCKS = 4096  # blocks of a few hundred bytes each: about 2 MiB held at most
+_READ: dict[tuple[bytes, bool, tuple[str, ...]], tuple[Block, tuple[str, ...]]] = {}
+_READ_LOCK = threading.Lock()
+
+
+def forget_blocks() -> None:
+    """Empty the memo of blocks already read (for measurements and tests)."""
+    with _READ_LOCK:
+        _READ.clear()
+
+
+def _read_block(data: bytes, third_party: bool, table: tuple[str, ...]) -> tuple[Block, tuple[str, ...]]:
+    """One block read from its bytes, and the symbols it defines. ``table``: the token's symbols before it."""
+    fields = _fields(data, 0, len(data))
+    own = tuple(_text(data, s, e) for number, s, e in fields if number == 1)
+    symbols = [*DEFAULT_SYMBOLS, *own] if third_party else [*DEFAULT_SYMBOLS, *table, *own]
+    return _Reader(data, symbols).block(fields, third_party), own
 
 
 # --- Protocol Buffers, the little of it a Biscuit needs ---------------------------------------------------

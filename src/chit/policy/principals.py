@@ -28,6 +28,7 @@ from chit.policy.permissions import WILDCARD, Permission
 
 TokenKind = Literal["jwt", "chit"]
 MAX_DELEGATION_DEPTH = 8
+MAX_BOUND_REQUESTS = 64  # routes remembered per principal by for_request
 
 # Route code asks for the same few permissions on every request: parse each name once.
 _parse = functools.lru_cache(maxsize=4096)(Permission.parse)
@@ -107,6 +108,9 @@ class Principal:
     ``through("<id>")`` signed by the key published for that id (block order). Always empty for a JWT."""
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _wildcards: tuple[Permission, ...] = field(init=False, repr=False, compare=False)
+    # (permissions, method, path) -> (the chit's bound checks, the principal bound to them): ``for_request``
+    # builds a principal only when the chit's checks bind anew (at most once a second per route)
+    _requests: dict[tuple[Any, ...], tuple[ChitChecks, Principal]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.expires_at.tzinfo is None:
@@ -114,6 +118,7 @@ class Principal:
         exact, wildcards = _classify(self.permissions)
         object.__setattr__(self, "_exact", exact)
         object.__setattr__(self, "_wildcards", wildcards)
+        object.__setattr__(self, "_requests", {})
 
     @property
     def actor(self) -> Actor | None:
@@ -218,7 +223,18 @@ class Principal:
         bound, refusal = self.chit.at_request(required, method, path)
         if refusal is not None:
             self._enforce(Decision(False, required[0] if required else None, refusal))
-        return self if bound is self.chit else replace(self, chit=bound)
+        if bound is self.chit:
+            return self
+        key = (required, method, path)
+        requests = self._requests
+        known = requests.get(key)
+        if known is not None and known[0] is bound:
+            return known[1]
+        principal = replace(self, chit=bound)
+        if len(requests) >= MAX_BOUND_REQUESTS:
+            requests.clear()
+        requests[key] = (bound, principal)
+        return principal
 
     def _enforce(self, decision: Decision) -> None:
         if self.on_decision is not None:

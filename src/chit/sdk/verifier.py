@@ -170,17 +170,19 @@ class TokenVerifier:
         """The principal of a valid token; ``InvalidTokenError`` (with its reason) for anything else.
 
         May raise ``KeysUnavailableError`` while no signing key was ever obtained from the issuer."""
-        if is_chit(token):
-            return await self._verify_chit(token)
         now = self.clock()
-        jwks = self.jwks
-        jwks.refresh_if_stale(now)  # also on cache hits: a withdrawn key must empty the cache
         cache = self.cache
         if cache is not None:
             principal = cache.get(token, now)
             if principal is not None:
-                self._check_revocation(principal, token)
+                # also on cache hits: a withdrawn key must empty the cache
+                (self.root_keys if principal.chit is not None else self.jwks).refresh_if_stale(now)
+                self._check_revocation(principal, token)  # every revocation id of a chit, on every hit
                 return principal
+        if is_chit(token):
+            return await self._verify_chit(token, now)
+        jwks = self.jwks
+        jwks.refresh_if_stale(now)
         try:
             try:
                 claims = self.decoder.decode(token, jwks.find, now)
@@ -198,16 +200,10 @@ class TokenVerifier:
             cache.put(token, principal, claims.exp + self.leeway)
         return principal
 
-    async def _verify_chit(self, token: str) -> Principal:
-        now = self.clock()
+    async def _verify_chit(self, token: str, now: float) -> Principal:
         root_keys = self.root_keys
         root_keys.refresh_if_stale(now)
         cache = self.cache
-        if cache is not None:
-            principal = cache.get(token, now)
-            if principal is not None:
-                self._check_revocation(principal, token)
-                return principal
         try:
             try:
                 chit = self.chits.read(token, root_keys.candidates, now)
