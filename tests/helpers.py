@@ -158,6 +158,39 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
             process.wait()
 
 
+@dataclass
+class ServiceProcess:
+    """A service's FastAPI app (``module:app`` in ``app_dir``) served by ``python -m uvicorn`` in its own
+    process, configured through ``env``; stopped by ``stop``."""
+
+    module: str
+    app_dir: Path
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_")}
+        command = [sys.executable, "-m", "uvicorn", f"{self.module}:app", "--app-dir", str(self.app_dir)]
+        with open(self.log_path, "ab") as log:  # a file, not a pipe: a pipe nobody reads would block the service
+            self.process = subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+                env={**inherited, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until_serving(self.process, self.url + "/openapi.json", self.module, self.log_path)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.process = None
+
+
 def at_once(count: int, call: Callable[[int], T]) -> list[T]:
     """``call(0)`` … ``call(count - 1)``, each in a thread of its own, released together; their results in order."""
     barrier = threading.Barrier(count)

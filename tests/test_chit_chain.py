@@ -11,11 +11,8 @@ credentials and keys.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import biscuit_auth
@@ -25,10 +22,9 @@ from helpers import (
     ChitServer,
     ModuleServers,
     ServiceClient,
+    ServiceProcess,
     free_port,
     register_manifest,
-    stop_process,
-    wait_until_serving,
 )
 from helpers import user_token as login_token
 
@@ -67,45 +63,14 @@ TO_EMAIL = ["email:messages:send"]
 
 
 @dataclass
-class Service:
-    """A chain service served by ``python -m uvicorn`` in its own process."""
-
-    module: str
-    port: int
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_")}
-        command = [sys.executable, "-m", "uvicorn", f"{self.module}:app", "--app-dir", str(SERVICES)]
-        with open(self.log_path, "ab") as log:  # a file, not a pipe: a pipe nobody reads would block the service
-            self.process = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
-                env={**inherited, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until_serving(self.process, self.url + "/openapi.json", self.module, self.log_path)
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
-
-
-@dataclass
 class Chain:
     chit: ChitServer
     secrets: dict[str, str]
     keys: dict[str, ServiceKey]
     root_keys: list[str]
-    cart: Service
-    payment: Service
-    email: Service
+    cart: ServiceProcess
+    payment: ServiceProcess
+    email: ServiceProcess
 
     def user_token(self) -> str:
         return login_token(self.chit, "alice", PASSWORD)
@@ -141,7 +106,9 @@ def chain(module_server: ModuleServers, tmp_path_factory: pytest.TempPathFactory
     chit.add_user("alice", PASSWORD, "--role", "cart:shopper", "--role", "payment:payer", "--role", "email:recipient")
     discovery = httpx.get(chit.url + "/.well-known/openid-configuration", timeout=30).json()
     logs = tmp_path_factory.mktemp("chain-services")
-    cart, payment, email = (Service(f"{name}_service", free_port(), logs / f"{name}.log") for name in MANIFESTS)
+    cart, payment, email = (
+        ServiceProcess(f"{name}_service", SERVICES, free_port(), logs / f"{name}.log") for name in MANIFESTS
+    )
     for service, name in ((cart, "cart"), (payment, "payment"), (email, "email")):
         key = keys[name]
         service.env = {"CHIT_ISSUER": chit.url, "CHIT_SERVICE_ID": key.service_id, "CHIT_SERVICE_KEY": key.private_key}

@@ -18,8 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,14 +28,13 @@ from helpers import (
     ChitServer,
     ModuleServers,
     ServiceClient,
+    ServiceProcess,
     access_token,
     audit_events,
     claims_of,
     free_port,
     register_manifest_file,
-    stop_process,
     user_token,
-    wait_until_serving,
 )
 
 from chit import Actor, OAuth2Error, ServiceIdentity, Verifier
@@ -44,37 +42,6 @@ from chit import Actor, OAuth2Error, ServiceIdentity, Verifier
 PHOTOS = ROOT / "examples" / "photos"
 PASSWORD = "photo-password-1"
 TAG_FOR_USER = ["tagging:tags:write", "image-store:images:write"]  # what the image store defers for a tagging job
-
-
-@dataclass
-class ServiceProcess:
-    """An example service served by ``python -m uvicorn`` in its own process; stopped by ``stop``."""
-
-    module: str
-    port: int
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_")}
-        command = [sys.executable, "-m", "uvicorn", f"{self.module}:app", "--app-dir", str(PHOTOS)]
-        with open(self.log_path, "ab") as log:  # a file, not a pipe: a pipe nobody reads would block the service
-            self.process = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
-                env={**inherited, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until_serving(self.process, self.url + "/openapi.json", self.module, self.log_path)
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
 
 
 @dataclass
@@ -145,8 +112,8 @@ def photos(module_server: ModuleServers, tmp_path_factory: pytest.TempPathFactor
     roles = ("--role", "image-store:owner", "--role", "tagging:editor")
     users = {name: chit.add_user(name, PASSWORD, *roles)["id"] for name in ("alice", "bob", "erin")}
     logs = tmp_path_factory.mktemp("photo-services")
-    image_store = ServiceProcess("image_store", free_port(), logs / "image_store.log")
-    tagging = ServiceProcess("tagging", free_port(), logs / "tagging.log")
+    image_store = ServiceProcess("image_store", PHOTOS, free_port(), logs / "image_store.log")
+    tagging = ServiceProcess("tagging", PHOTOS, free_port(), logs / "tagging.log")
     image_store.env = {
         "CHIT_ISSUER": chit.url,
         "IMAGE_STORE_CLIENT_SECRET": secrets["image-store"],
