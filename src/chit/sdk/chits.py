@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Collection, Generator, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ from chit.core.chit_authorizer import (
     service_public_key,
 )
 from chit.sdk import context
+from chit.sdk.identity import BearerOrFallback
 
 
 class RootKeyRegistry:
@@ -158,7 +159,7 @@ def _biscuit(token: str, public_keys: Iterable[str] | Mapping[int, str] | None) 
     return parse_for_attenuation(token, keys)
 
 
-class ChitForwarder(httpx.Auth):
+class ChitForwarder(BearerOrFallback):
     """Sends the chit of the request being handled (``chit.sdk.context``), attenuated for the call.
 
     The arguments are ``attenuate``'s; ``bind_request`` also restricts the chit to the outgoing request's
@@ -198,7 +199,7 @@ class ChitForwarder(httpx.Auth):
         self.clock = clock
         self.service_key = service_key
 
-    def attenuated(self, request: httpx.Request) -> str | None:
+    def bearer(self, request: httpx.Request) -> str | None:
         """The chit to send with ``request``, or None when the fallback authenticates it."""
         auth = context.current_auth()
         if auth is None or not is_chit(auth.token):
@@ -218,27 +219,3 @@ class ChitForwarder(httpx.Auth):
             now=self.clock(),
             sign_as=self.service_key,
         )
-
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = self.attenuated(request)
-        if token is None:
-            assert self.fallback is not None
-            flow = self.fallback.async_auth_flow(request)
-            outgoing = await flow.__anext__()
-            while True:
-                response = yield outgoing
-                try:
-                    outgoing = await flow.asend(response)
-                except StopAsyncIteration:
-                    return
-        request.headers["Authorization"] = f"Bearer {token}"
-        yield request
-
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.attenuated(request)
-        if token is None:
-            assert self.fallback is not None
-            yield from self.fallback.sync_auth_flow(request)
-            return
-        request.headers["Authorization"] = f"Bearer {token}"
-        yield request

@@ -390,21 +390,17 @@ class ServiceIdentity(httpx.Auth):
         await self.aclose()
 
 
-class ForwardedToken(httpx.Auth):
-    """Sends the bearer token of the request being handled; ``fallback`` (e.g. the service's own
-    identity) when there is none, else ``RuntimeError``."""
+class BearerOrFallback(httpx.Auth):
+    """Sends the bearer token ``bearer(request)`` gives; when it gives none, ``fallback`` (e.g. the
+    service's own identity) authenticates the request instead, its whole flow (retries included)."""
 
-    def __init__(self, fallback: httpx.Auth | None = None) -> None:
-        self.fallback = fallback
+    fallback: httpx.Auth | None = None
 
-    def _current(self) -> str | None:
-        token = context.current_token()
-        if token is None and self.fallback is None:
-            raise RuntimeError("no request token to forward: call from inside an authenticated request")
-        return token
+    def bearer(self, request: httpx.Request) -> str | None:
+        raise NotImplementedError
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = self._current()
+        token = self.bearer(request)
         if token is None:
             assert self.fallback is not None
             flow = self.fallback.async_auth_flow(request)
@@ -419,10 +415,24 @@ class ForwardedToken(httpx.Auth):
         yield request
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._current()
+        token = self.bearer(request)
         if token is None:
             assert self.fallback is not None
             yield from self.fallback.sync_auth_flow(request)
             return
         request.headers["Authorization"] = f"Bearer {token}"
         yield request
+
+
+class ForwardedToken(BearerOrFallback):
+    """Sends the bearer token of the request being handled; ``fallback`` (e.g. the service's own
+    identity) when there is none, else ``RuntimeError``."""
+
+    def __init__(self, fallback: httpx.Auth | None = None) -> None:
+        self.fallback = fallback
+
+    def bearer(self, request: httpx.Request) -> str | None:
+        token = context.current_token()
+        if token is None and self.fallback is None:
+            raise RuntimeError("no request token to forward: call from inside an authenticated request")
+        return token
