@@ -8,6 +8,7 @@ one transaction: it either happens whole or not at all.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from chit.policy.manifest import Manifest
@@ -18,6 +19,7 @@ from chit.storage.records import (
     DelegationRecord,
     RefreshRecord,
     Registration,
+    RevocationEvent,
     ServiceRecord,
     SessionRecord,
     ThrottleState,
@@ -36,6 +38,10 @@ class UserStore(Protocol):
 
     def set_user_disabled(self, username: str, disabled: bool, now: int) -> User:
         """Disabling also revokes everything issued to the user until now: enabling revives none of it."""
+        ...
+
+    def revoke_user_tokens(self, username: str, now: int) -> User:
+        """Revoke everything issued to the user until now (``revoked_before``), leaving it enabled."""
         ...
 
     def users(self) -> list[User]: ...
@@ -206,6 +212,10 @@ class SessionStore(Protocol):
         """Revoke a refresh-token family; False if it was revoked already."""
         ...
 
+    def revoke_families_of(self, user_id: str, *, now: int, reason: str) -> list[str]:
+        """Revoke every live refresh-token family of a user; the ids of those this revoked."""
+        ...
+
     def revoked_families(self, family_ids: Iterable[str]) -> frozenset[str]: ...
 
     def sessions(self, user_id: str | None = None, *, session_id: str | None = None) -> list[SessionRecord]: ...
@@ -229,6 +239,24 @@ class RevokedTokenStore(Protocol):
     def revoked_chit_ids(self, revocation_ids: Iterable[str]) -> frozenset[str]:
         """Which of ``revocation_ids`` (a chit's, one per block) are revoked."""
         ...
+
+
+class RevocationEventStore(Protocol):
+    """The revocation feed's events, in commit order (DESIGN §4)."""
+
+    def atomically(self) -> AbstractContextManager[None]:
+        """Every method called in the block joins one transaction: a revocation and its event together."""
+        ...
+
+    def append_revocation_event(
+        self, kind: str, value: str, *, expires: int, not_before: int | None = None, now: int
+    ) -> RevocationEvent: ...
+
+    def revocation_events(self, after: int, *, limit: int, now: int) -> list[RevocationEvent]: ...
+
+    def last_revocation_event_id(self) -> int: ...
+
+    def revoked_values(self, kind: str, *, now: int) -> dict[str, int | None]: ...
 
 
 class ThrottleStore(Protocol):
@@ -284,6 +312,7 @@ class Storage(
     DelegationStore,
     SessionStore,
     RevokedTokenStore,
+    RevocationEventStore,
     ThrottleStore,
     AuditStore,
     Protocol,

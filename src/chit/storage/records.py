@@ -153,3 +153,27 @@ class SessionRecord:
     expires_at: int
     revoked_at: int | None
     revoked_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationEvent:
+    """One event of the revocation feed (DESIGN §4): ``id`` orders the feed; ``expires`` is when the last
+    token it concerns expires, after which services may forget it; ``not_before`` (subject, client,
+    key) revokes what was issued before it. ``created_at`` is in microseconds since the epoch."""
+
+    id: int
+    kind: str
+    value: str
+    expires: int
+    not_before: int | None
+    created_at: int
+
+    def wire(self) -> dict[str, object]:
+        """The event as the feed, the stream and Redis carry it."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "value": self.value,
+            "not_before": self.not_before,
+            "expires": self.expires,
+        }

@@ -206,3 +206,19 @@ audit_events = Table(
     Index("ix_audit_events_time", "time"),
     Index("ix_audit_events_subject", "subject"),
 )
+
+# The revocation feed (DESIGN §4): one row per revocation, in commit order (ids are taken under a lock,
+# see ``chit.storage.sql.revocation_events``); kept until no token it concerns can still be valid.
+# AUTOINCREMENT on SQLite: an id is never reused, even after the newest event is pruned.
+revocation_events = Table(
+    "revocation_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),
+    Column("value", String(200), nullable=False),
+    Column("not_before", BigInteger, nullable=True),
+    Column("expires", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # UTC, microseconds since the epoch
+    Index("ix_revocation_events_kind_expires", "kind", "expires"),
+    sqlite_autoincrement=True,
+)

@@ -22,6 +22,8 @@ from chit.storage.engine import create_database_engine, is_lock_error
 
 # the store and DBAPI connection that hot-path reads share for the duration of ``shared_reads``
 _shared: ContextVar[tuple[Connected, Any] | None] = ContextVar("chit_shared_sqlite_reads", default=None)
+# the store and connection of the transaction ``atomically`` holds open: its methods join it
+_atomic: ContextVar[tuple[Connected, Connection] | None] = ContextVar("chit_atomic_transaction", default=None)
 
 
 def _split(text: str | None) -> frozenset[str] | None:
@@ -119,7 +121,31 @@ class Connected:
         return list(rows)
 
     @contextmanager
+    def atomically(self) -> Iterator[None]:
+        """Every method of this store called in the block joins one write transaction, committed at the
+        end of the block or rolled back whole: a revocation and its feed event are written together."""
+        current = _atomic.get()
+        if current is not None and current[0] is self:
+            yield
+            return
+        with self._write() as conn:
+            token = _atomic.set((self, conn))
+            try:
+                yield
+            finally:
+                _atomic.reset(token)
+
+    def _joined(self) -> Connection | None:
+        """The connection of the ``atomically`` block this call runs in, if any."""
+        current = _atomic.get()
+        return current[1] if current is not None and current[0] is self else None
+
+    @contextmanager
     def _read(self) -> Iterator[Connection]:
+        joined = self._joined()
+        if joined is not None:
+            yield joined
+            return
         try:
             with self._engine_here().connect() as conn:
                 conn.execution_options(chit_read=True)
@@ -131,6 +157,10 @@ class Connected:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        joined = self._joined()
+        if joined is not None:
+            yield joined
+            return
         try:
             with self._engine_here().connect() as conn:
                 conn.execution_options(chit_write=True)

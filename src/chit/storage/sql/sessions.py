@@ -117,6 +117,16 @@ class Sessions(Connected):
             )
             return result.rowcount == 1
 
+    def revoke_families_of(self, user_id: str, *, now: int, reason: str) -> list[str]:
+        """Revoke every live refresh-token family of a user; the ids of those this revoked."""
+        fam = t.refresh_families
+        with self._write() as conn:
+            live = fam.c.user_id == user_id, fam.c.revoked_at.is_(None)
+            ids = sorted(conn.scalars(select(fam.c.id).where(*live)))
+            if ids:
+                conn.execute(update(fam).where(fam.c.id.in_(ids)).values(revoked_at=now, revoked_reason=reason))
+            return ids
+
     def revoked_families(self, family_ids: Iterable[str]) -> frozenset[str]:
         ids = list(family_ids)
         if not ids:

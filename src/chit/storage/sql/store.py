@@ -8,6 +8,7 @@ from chit.storage.sql.audit import Audit
 from chit.storage.sql.clients import Clients
 from chit.storage.sql.delegations import Delegations
 from chit.storage.sql.grants import Grants
+from chit.storage.sql.revocation_events import RevocationEvents
 from chit.storage.sql.revoked_tokens import RevokedTokens
 from chit.storage.sql.services import Services
 from chit.storage.sql.sessions import Sessions
@@ -15,7 +16,9 @@ from chit.storage.sql.throttle import Throttle
 from chit.storage.sql.users import Users
 
 
-class Store(Users, Clients, Services, Grants, ApiKeys, Delegations, Sessions, RevokedTokens, Throttle, Audit):
+class Store(
+    Users, Clients, Services, Grants, ApiKeys, Delegations, Sessions, RevokedTokens, RevocationEvents, Throttle, Audit
+):
     """Every aggregate on one engine; each method is one transaction."""
 
 

@@ -81,6 +81,22 @@ class Users(Grants):
             row = conn.execute(select(t.users).where(t.users.c.username_key == key)).one()
         return _user(row)
 
+    def revoke_user_tokens(self, username: str, now: int) -> User:
+        """Revoke everything issued to the user until now (logout everywhere): ``revoked_before`` moves
+        to the next whole second, never back; the account stays enabled."""
+        key = username_key(username)
+        users = t.users
+        with self._write() as conn:
+            conn.execute(
+                update(users)
+                .where(users.c.username_key == key, users.c.revoked_before < now + 1)
+                .values(revoked_before=now + 1)
+            )
+            row = conn.execute(select(users).where(users.c.username_key == key)).first()
+            if row is None:
+                raise NotFoundError(f"no user {username!r}")
+        return _user(row)
+
     def users(self) -> list[User]:
         with self._read() as conn:
             return [_user(r) for r in conn.execute(select(t.users).order_by(t.users.c.username_key))]
