@@ -65,7 +65,7 @@ def test_an_unknown_chit_permission_in_a_role_is_refused_and_lists_chits_resourc
     assert_refused(
         chit.cli("role", "create", "r2", "--permission", "chit:bogus:thing"),
         "chit: chit:bogus:thing: no such chit permission (chit:RESOURCE:ACTION, RESOURCE one of users, clients,"
-        " services, roles, grants, admins, api-keys, sessions, keys, audit, delegations, service.ID)",
+        " services, roles, grants, admins, api-keys, sessions, keys, audit, delegations, revocations, service.ID)",
     )
     assert_refused(
         chit.cli("role", "create", "r2", "--permission", "chit:service.imagestore:admin"),

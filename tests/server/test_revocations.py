@@ -26,7 +26,7 @@ from chit.server.endpoints.revocation import RevocationEndpoint
 from chit.server.endpoints.token import TokenEndpoint
 from chit.server.revocations import REUSE, REVOCATION_ENDPOINT, ClientRequest, Revocations
 from chit.storage.engine import migrate
-from chit.storage.records import Client
+from chit.storage.records import Client, RevocationEvent
 from chit.testing import Clock
 
 NOW = 1_750_000_000
@@ -50,8 +50,11 @@ class RecordingRevocations(Revocations):
         super().__init__(server)
         self.published: list[Published] = []
 
-    def _published(self, kind: RevocationKind, value: str, *, expires: int, not_before: int | None = None) -> None:
-        self.published.append(Published(kind, value, expires, not_before))
+    def _published(self, event: RevocationEvent) -> None:
+        # what leaves for the services is what the feed holds: the event committed with the revocation
+        assert event in self.server.store.revocation_events(event.id - 1, limit=1, now=0)
+        self.published.append(Published(event.kind, event.value, event.expires, event.not_before))
+        super()._published(event)
 
 
 class World(NamedTuple):

@@ -16,6 +16,7 @@ from chit.cli import (
     delegations,
     init,
     keys,
+    revocations,
     roles,
     serve,
     services,
@@ -110,6 +111,7 @@ add_group(apikeys.app, "api-key")
 add_group(sessions.app, "session")
 add_group(delegations.app, "delegation")
 add_group(audit.app, "audit")
+add_group(revocations.app, "revocations")
 add_group(keys.app, "keys")
 add_group(tokens.app, "token")
 

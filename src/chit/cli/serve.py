@@ -3,13 +3,19 @@
 On start it prints where it answers (issuer, discovery, docs), its data directory and how to stop
 it; it writes an access log on stderr (plain, or JSON lines with ``--log-format json``) and says
 goodbye when it stops.
+
+With ``--workers N`` above 1, the workers keep their Prometheus metrics in a fresh temporary directory
+(``PROMETHEUS_MULTIPROC_DIR``, set before they start, removed when the server stops), so that
+``/metrics`` tells the whole server's numbers whichever worker answers (``chit.server.metrics``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from datetime import timedelta
 from types import FrameType
 from typing import Annotated
@@ -19,9 +25,11 @@ import uvicorn
 
 from chit.cli.common import DatabaseUrl, DataDir, fail, refusals, report_bootstrap
 from chit.core.paths import OPENID_CONFIGURATION_PATH
+from chit.errors import ConfigurationError
 from chit.server.access_log import LOG_FORMATS, log_config
-from chit.server.config import DEFAULT_PORT, SETTINGS_ENV, Settings, build_settings
+from chit.server.config import DEFAULT_PORT, SETTINGS_ENV, Settings, build_settings, check_redis_url
 from chit.server.limits import LimitedHttpToolsProtocol
+from chit.server.metrics import MULTIPROCESS_DIR_ENV
 from chit.storage.keyfiles import KeyStore
 
 
@@ -37,6 +45,16 @@ def check_log_format(value: str) -> str:
     if value not in LOG_FORMATS:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
     return value
+
+
+def check_redis_option(value: str | None) -> str | None:
+    """A bad ``--redis-url`` (or ``CHIT_REDIS_URL``) is a usage error, before anything is created."""
+    if value is None:
+        return None
+    try:
+        return check_redis_url(value)
+    except ConfigurationError:
+        raise typer.BadParameter(f"{value!r} is not a redis://host[:port][/db] (or rediss://, unix://) URL") from None
 
 
 def banner(settings: Settings) -> str:
@@ -87,6 +105,16 @@ def serve(
             help="Access log format: plain (default) or json (one object a line).",
         ),
     ] = "plain",
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            envvar="CHIT_REDIS_URL",
+            callback=check_redis_option,
+            help="Also publish revocations on this Redis (redis://host[:port][/db]).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -101,12 +129,18 @@ def serve(
             host=host,
             port=port,
             signing_alg=signing_alg,
+            redis_url=redis_url,
         )
         report_bootstrap(settings)
         KeyStore(settings.data_dir, timedelta(seconds=settings.key_retention)).note_jwks_max_age(settings.jwks_max_age)
     os.environ[SETTINGS_ENV] = settings.to_env()
     typer.echo(banner(settings), err=True)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # one worker keeps its metrics in memory; several share theirs through files that start empty
+    metrics_dir = tempfile.mkdtemp(prefix="chit-metrics-") if workers > 1 else None
+    inherited_metrics_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if metrics_dir is not None:
+        os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir  # the workers, spawned, inherit it before any import
     try:
         uvicorn.run(
             "chit.server.access_log:create_app_from_env",
@@ -129,4 +163,10 @@ def serve(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            if inherited_metrics_dir is None:
+                os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+            else:
+                os.environ[MULTIPROCESS_DIR_ENV] = inherited_metrics_dir
     typer.echo(GOODBYE, err=True)

@@ -1,4 +1,4 @@
-"""``chit user add`` / ``list`` / ``disable`` / ``enable``."""
+"""``chit user add`` / ``list`` / ``disable`` / ``enable`` / ``logout-everywhere``."""
 
 from __future__ import annotations
 
@@ -91,3 +91,19 @@ def enable(username: str, data_dir: DataDir = None, database_url: DatabaseUrl = 
     with administration(data_dir, database_url) as admin:
         admin.set_user_disabled(username, False)
     typer.echo(f"Enabled user {username}")
+
+
+@app.command("logout-everywhere")
+def logout_everywhere(
+    username: str, as_json: JsonFlag = False, data_dir: DataDir = None, database_url: DatabaseUrl = None
+) -> None:
+    """Log a user out everywhere, leaving the account enabled: every token, session, API key and
+    deferred delegation issued to them until now stops working, here and (through the revocation feed)
+    in every service. Their next login works as usual."""
+    with administration(data_dir, database_url) as admin:
+        user, sessions = admin.logout_everywhere(username)
+    emit(
+        {"user": user.username, "user_id": user.id, "sessions_revoked": sessions},
+        as_json,
+        lambda d: f"Logged out {d['user']} everywhere: {len(d['sessions_revoked'])} session(s) revoked",
+    )

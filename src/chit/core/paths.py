@@ -11,3 +11,5 @@ SERVICE_KEYS_PATH = "/.well-known/chit-service-keys"  # services' public keys (D
 OPENID_CONFIGURATION_PATH = "/.well-known/openid-configuration"  # what the SDK reads
 AUTHORIZATION_SERVER_METADATA_PATH = "/.well-known/oauth-authorization-server"  # RFC 8414 §3
 DISCOVERY_PATHS = (AUTHORIZATION_SERVER_METADATA_PATH, OPENID_CONFIGURATION_PATH)  # the same document at both
+REVOCATION_FEED_PATH = "/oauth2/revocations"  # the revocation feed, by cursor (DESIGN §4)
+REVOCATION_STREAM_PATH = "/oauth2/revocations/stream"  # the same as server-sent events

@@ -46,6 +46,7 @@ CHIT_PERMISSIONS: Mapping[str, str] = {
     "chit:audit:read": "Read the audit log",
     "chit:delegations:read": "List deferred delegations",
     "chit:delegations:write": "Revoke deferred delegations",
+    "chit:revocations:read": "Follow the revocation feed (every registered service's client holds it)",
 }
 
 

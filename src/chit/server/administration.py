@@ -366,11 +366,9 @@ class Administration:
     @audited("service.remove")
     def remove_service(self, service_id: str) -> None:
         self.require("chit:services:admin")
-        client_pk = self.server.store.remove_service(service_id)
+        client_pk = self.server.revocations.remove_service(service_id)  # and every token of its client
         self._service_key_files().remove(service_id)
         self._audit("service.removed", subject=client_pk, service=service_id)
-        if client_pk is not None:
-            self.server.revocations.client_removed(client_pk)
 
     @audited("service.list")
     def services(self) -> list[ServiceRecord]:
@@ -614,6 +612,21 @@ class Administration:
             raise NotFoundError(f"no session {session_id!r} that this token could revoke")
         return self.server.revocations.revoke_session(session_id, subject=session.user_id, by=self.actor)
 
+    @audited("user.logout")
+    def logout_everywhere(self, username: str) -> tuple[User, list[str]]:
+        """Revoke everything issued to a user until now, leaving the account enabled (a stolen device,
+        a changed password): the user and the ids of the sessions this ended. ``Revocations`` records
+        the success (``user.logged_out``); only a refusal is recorded here."""
+        self.require("chit:sessions:write")
+        store = self.server.store
+        user = store.user_by_username(username)
+        if user is None:
+            raise NotFoundError(f"no user {username!r}")
+        # their API keys and deferred delegations go too: a token may not end those of someone who
+        # holds more than it could hand out, as for disabling
+        self._may_grant(parse_all(store.permissions_of(user.id)))
+        return self.server.revocations.logout_everywhere(username, by=self.actor)
+
     @audited("keys.list")
     def signing_keys(self) -> list[dict[str, Any]]:
         self.require("chit:keys:read")
@@ -624,19 +637,31 @@ class Administration:
         ]
 
     @audited("keys.rotate")
-    def rotate_keys(self, alg: str | None, now: bool) -> dict[str, Any]:
+    def rotate_keys(self, alg: str | None, now: bool, revoke_old: bool = False) -> dict[str, Any]:
+        """Rotate the signing key and the chit root key. ``revoke_old`` is for a key compromise: the new
+        keys sign at once and every earlier key leaves the key set, so this server refuses what they
+        signed, and one ``key`` event each tells every service to refuse it too (not waiting for their
+        JWKS to expire)."""
         self.require("chit:keys:rotate")
+        if revoke_old and not now:
+            raise RefusedError("revoking the old keys takes an immediate rotation (--now): nothing else could sign")
         server = self.server
         current = server.keys().ring.signing_key(server.now_datetime())
         algorithm = check_algorithm(alg) if alg else current.alg
         # the server's max-age, not this process's: every cache must hold the key before it signs
         max_age = max(server.settings.jwks_max_age, server.keystore.jwks_max_age())
         delay = timedelta(0) if now else timedelta(seconds=max_age)
-        rotation = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay)
+        rotation = server.keystore.rotate(algorithm, server.now_datetime(), delay=delay, retire_previous=revoke_old)
         server.keys(reload=True)  # published at once, in this process too
         key, root_key = rotation.signing_key, rotation.root_key
-        self._audit("keys.rotated", kid=key.kid, alg=key.alg, immediate=now, biscuit_root_key_id=root_key.id)
-        return {
+        # the keys no longer sign here before services are told: the feed's values, JWT kids then root-<id>
+        revoked = [k.kid for k in rotation.retired_keys] + [k.revocation_value for k in rotation.retired_root_keys]
+        not_before = server.now() + 1  # whole seconds: what they signed in this second goes too
+        for value in revoked:
+            server.revocations.revoke_signing_key(value, not_before=not_before)
+        detail: dict[str, Any] = {"revoked": revoked} if revoke_old else {}
+        self._audit("keys.rotated", kid=key.kid, alg=key.alg, immediate=now, biscuit_root_key_id=root_key.id, **detail)
+        data = {
             "kid": key.kid,
             "alg": key.alg,
             "signs_from": key.signs_from.isoformat(),
@@ -644,6 +669,7 @@ class Administration:
             "biscuit_root_key_id": root_key.id,
             "biscuit_public_key": root_key.public_key,
         }
+        return {**data, **detail}
 
     # audit -------------------------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ stalls the event loop; errors are answered as ``chit.answers`` says, which the h
 The database work that does run on the loop (SQLite client lookup, audit commit) never waits for a
 lock there: a lock held by another process must not freeze JWKS, discovery and every other request.
 It moves to a thread, whose wait is bounded (``db_lock_timeout_ms``); past that, 503 + Retry-After.
+
+Prometheus metrics (``chit.server.metrics``) are served at ``/metrics``; the request-duration middleware
+wraps everything, so that a request refused for its size counts too.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from chit.server.credentials import warm_up
 from chit.server.endpoints.introspection import IntrospectionEndpoint
 from chit.server.endpoints.metadata import server_metadata
 from chit.server.endpoints.revocation import RevocationEndpoint
+from chit.server.endpoints.revocation_feed import add_feed_routes
 from chit.server.endpoints.service_keys import SERVICE_KEYS_PATH, service_keys
 from chit.server.endpoints.token import TokenEndpoint, TokenOutcome
 from chit.server.limits import SizeLimitMiddleware
+from chit.server.metrics import METRICS_PATH, RequestDurationMiddleware, metrics
 
 log = logging.getLogger("chit.server")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -101,6 +106,8 @@ def _source(request: Request) -> str:
 def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
     server = server or AuthServer(settings)
     warm_up()
+    if settings.redis_url is not None:
+        server.feed.relay()  # from now on, whatever any process commits reaches Redis
     token_endpoint = TokenEndpoint(server)
     introspection = IntrospectionEndpoint(server)
     revocation = RevocationEndpoint(server)
@@ -198,10 +205,14 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
         return JSONResponse(body, headers={"Cache-Control": f"public, max-age={settings.jwks_max_age}"})
 
     app.include_router(admin_router())
+    add_feed_routes(app, server)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    # public, like most Prometheus exporters: counts and durations, never a client, user or token
+    app.add_api_route(METRICS_PATH, metrics, methods=["GET"], include_in_schema=False)
 
     @app.get("/", include_in_schema=False)
     async def index() -> dict[str, str]:
@@ -217,7 +228,7 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
             "docs": issuer + (app.docs_url or "/docs"),
         }
 
-    return SizeLimitMiddleware(app)
+    return RequestDurationMiddleware(SizeLimitMiddleware(app))
 
 
 def create_app_from_env() -> ASGIApp:

@@ -23,13 +23,13 @@ from chit.policy.permissions import Permission, audience
 from chit.policy.principals import actors_from_claim
 from chit.server.audit import AuditLog
 from chit.server.config import Settings
+from chit.server.feed import FeedHub
 from chit.server.revocations import Revocations
 from chit.storage.engine import create_database_engine
 from chit.storage.keyfiles import KeyStore, LoadedKeys
 from chit.storage.records import API_KEY_PREFIX, DELEGATION_PREFIX, Client, User
 from chit.storage.sql.store import Store
 
-KEY_RELOAD_INTERVAL = 1.0  # seconds between checks of the key set file for a rotation
 CHIT_ID_LENGTH = 64  # a chit's id in the audit log (token_id holds 64): the start of its revocation id
 
 
@@ -68,10 +68,17 @@ class AuthServer:
         self.store = Store(create_database_engine(settings.database_url))
         self.audit = AuditLog(self.store, clock)
         self.revocations = Revocations(self)  # the only code that revokes anything
+        self.feed = FeedHub(
+            self.store,
+            self.now,
+            issuer=settings.issuer,
+            redis_url=settings.redis_url,
+            poll_ms=settings.feed_poll_ms,
+            heartbeat=settings.feed_heartbeat,
+        )
         self.keystore = KeyStore(settings.data_dir, timedelta(seconds=settings.key_retention))
         self._keys: LoadedKeys | None = None
-        self._keys_stamp = -1
-        self._keys_checked = 0.0
+        self._keys_stamp: tuple[int, int] | None = None
         self._keys_lock = threading.Lock()
         self._verification_keys: dict[str, VerificationKey] = {}  # kid -> parsed once
         self._decoder = AccessTokenDecoder(issuer=settings.issuer, audience=None, leeway=0)
@@ -83,17 +90,17 @@ class AuthServer:
         return datetime.fromtimestamp(self.clock(), UTC)
 
     def keys(self, *, reload: bool = False) -> LoadedKeys:
-        """The current key set, re-read when the key files changed (checked at most once a second,
-        or now with ``reload``: after this process rotated them)."""
-        monotonic = time.monotonic()
-        if not reload and self._keys is not None and monotonic - self._keys_checked < KEY_RELOAD_INTERVAL:
-            return self._keys
+        """The current key set, re-read when the key set file changed, or with ``reload`` (this process
+        rotated them). The file is looked at on every call, one ``stat``: once ``chit keys rotate
+        --revoke-old`` returns, no process signs with a key it retired, nor accepts what that key signed."""
+        stamp = self.keystore.stamp()
+        keys = self._keys
+        if keys is not None and not reload and stamp == self._keys_stamp:
+            return keys
         with self._keys_lock:
-            stamp = self.keystore.stamp()
-            if self._keys is None or stamp != self._keys_stamp:
+            if self._keys is None or reload or stamp != self._keys_stamp:
                 self._keys = self.keystore.load()
-                self._keys_stamp = stamp
-            self._keys_checked = monotonic
+                self._keys_stamp = stamp  # read before the load: a change meanwhile is loaded again
             return self._keys
 
     def issue_access_token(

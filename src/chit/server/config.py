@@ -45,6 +45,11 @@ class Settings:
     # delegation (DESIGN §4): actors a chain may hold; the longest a deferred delegation may live
     max_delegation_depth: int = 4
     max_deferred_ttl: int = 7 * 24 * 3600
+    # the revocation feed (DESIGN §4): Redis to publish events on (None: the embedded feed alone); how
+    # often a quiet stream says it is alive (seconds); how often a stream looks for other processes' events (ms)
+    redis_url: str | None = None
+    feed_heartbeat: int = 5
+    feed_poll_ms: int = 100
 
     @property
     def key_retention(self) -> int:
@@ -93,13 +98,32 @@ def build_settings(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     signing_alg: str | None = None,
+    redis_url: str | None = None,
 ) -> Settings:
     data_dir = (data_dir or default_data_dir()).resolve()
     database_url = database_url or os.environ.get("CHIT_DATABASE_URL") or sqlite_url(data_dir)
     display_host = f"[{host}]" if ":" in host else host
     issuer = check_issuer(issuer or os.environ.get("CHIT_ISSUER") or f"http://{display_host}:{port}")
     alg = check_algorithm(signing_alg or os.environ.get("CHIT_SIGNING_ALG") or "RS256")
-    return Settings(data_dir=data_dir, database_url=database_url, issuer=issuer, signing_alg=alg, **_tuning_from_env())
+    redis_url = redis_url or os.environ.get("CHIT_REDIS_URL") or None
+    if redis_url is not None:
+        check_redis_url(redis_url)
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        issuer=issuer,
+        signing_alg=alg,
+        redis_url=redis_url,
+        **_tuning_from_env(),
+    )
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` must be a redis://, rediss:// or unix:// URL with a host (or a socket path)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        raise ConfigurationError(f"--redis-url {url!r} is not a redis://host[:port][/db] URL")
+    return url
 
 
 # Lifetimes and limits a deployment may tune, as environment variables (whole seconds / counts / ms).
@@ -116,6 +140,8 @@ TUNING_ENV = {
     "CHIT_DB_LOCK_TIMEOUT_MS": "db_lock_timeout_ms",
     "CHIT_MAX_DELEGATION_DEPTH": "max_delegation_depth",
     "CHIT_MAX_DEFERRED_TTL": "max_deferred_ttl",
+    "CHIT_FEED_HEARTBEAT": "feed_heartbeat",
+    "CHIT_FEED_POLL_MS": "feed_poll_ms",
 }
 
 

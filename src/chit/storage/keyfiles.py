@@ -11,6 +11,11 @@ its root key id, and a verifier that does not know the id fetches discovery agai
 published for the retention (the longest an access token, hence a chit, can be accepted) after the next one
 took over, then it is dropped. A key set written before root keys had ids holds ``biscuit-1.key``: id 1.
 
+A key that may have leaked is retired at once instead (``chit keys rotate --now --revoke-old``): the
+rotation leaves only the new keys in the set and deletes every earlier key file. A server process looks
+at the set whenever it uses a key (``stamp``), so once the rotation returns none signs with the old keys
+or verifies what they signed.
+
 Writers take ``keys/.lock`` and replace ``keyset.json`` atomically, so a server reading the set while
 ``chit keys rotate`` runs sees the old set or the new one, never half of one.
 """
@@ -51,6 +56,11 @@ class RootKey:
     public_key: str  # "ed25519/<hex>"
     created_at: datetime
 
+    @property
+    def revocation_value(self) -> str:
+        """How a ``key`` event of the revocation feed names it: ``root-<id>``, apart from any JWT ``kid``."""
+        return f"root-{self.id}"
+
     def __repr__(self) -> str:  # never let the private key reach a log
         return f"RootKey(id={self.id}, public_key={self.public_key!r}, created_at={self.created_at.isoformat()})"
 
@@ -86,6 +96,8 @@ class LoadedKeys:
 class Rotation:
     signing_key: SigningKey  # the new JWT key, signing from its ``signs_from``
     root_key: RootKey  # the new Biscuit root key, minting at once
+    retired_keys: tuple[SigningKey, ...] = ()  # earlier JWT keys taken out of service (``retire_previous``)
+    retired_root_keys: tuple[RootKey, ...] = ()  # earlier root keys taken out of service, newest first
 
 
 def _root_key_published(key: RootKey, keys: tuple[RootKey, ...], now: datetime, retention: timedelta) -> bool:
@@ -127,6 +139,7 @@ class KeyStore:
     def __init__(self, data_dir: Path, retention: timedelta) -> None:
         self.dir = data_dir / "keys"
         self.retention = retention
+        self._keyset_file = os.fspath(self.dir / KEYSET)  # ``stamp`` runs on every request: no Path built there
 
     @property
     def keyset_path(self) -> Path:
@@ -135,12 +148,14 @@ class KeyStore:
     def exists(self) -> bool:
         return self.keyset_path.exists()
 
-    def stamp(self) -> int:
-        """Changes whenever the key set is rewritten."""
+    def stamp(self) -> tuple[int, int]:
+        """Changes whenever the key set is rewritten: every write replaces the file, so a new inode even
+        when two writes fall in one tick of the file system's clock."""
         try:
-            return self.keyset_path.stat().st_mtime_ns
+            found = os.stat(self._keyset_file)
         except FileNotFoundError:
-            return 0
+            return 0, 0
+        return found.st_ino, found.st_mtime_ns
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -171,11 +186,16 @@ class KeyStore:
             )
             return True
 
-    def rotate(self, alg: Algorithm, now: datetime, *, delay: timedelta) -> Rotation:
+    def rotate(self, alg: Algorithm, now: datetime, *, delay: timedelta, retire_previous: bool = False) -> Rotation:
         """Publish a new JWT key now, signing from ``now + delay``, and a new root key that mints now;
-        forget keys no token can need."""
+        forget keys no token can need. With ``retire_previous`` (a key compromise; the new key must sign
+        at once) every earlier key goes too, its file deleted: whatever it signed stops verifying."""
+        if retire_previous and delay:
+            raise ValueError("retiring the previous keys needs the new one to sign at once")
         with self._locked():
             manifest = self._read_manifest()
+            if retire_previous:
+                return self._replace_every_key(manifest, alg, now)
             signs_from = now + delay
             if delay and signs_from.microsecond:
                 # stored in whole seconds: round up, or the key would sign before caches can hold it
@@ -193,6 +213,25 @@ class KeyStore:
             for name in dropped:
                 (self.dir / name).unlink(missing_ok=True)
             return Rotation(key, root_key)
+
+    def _replace_every_key(self, manifest: dict[str, Any], alg: Algorithm, now: datetime) -> Rotation:
+        """A new JWT key signing now and a new root key, and nothing else: on a compromise every key file
+        in the directory is suspect, upcoming and retained ones included."""
+        retired = tuple(self._load_signing_keys(manifest))
+        retired_roots = self._load_root_keys(manifest)
+        key = new_signing_key(alg, now)
+        self._write_signing_key(key)
+        key_id = max(k.id for k in retired_roots) + 1  # never reused: a chit names its root key by id
+        name = f"biscuit-{key_id}.key"
+        private = biscuit.generate_root_private_key()
+        _write_private(self.dir / name, private.encode())
+        root_key = RootKey(key_id, private, biscuit.root_public_key(private), _dt(_ts(now)))
+        root_entry = {"id": key_id, "file": name, "created_at": _ts(now)}
+        self._write_manifest({**manifest, "jwt": [self._entry(key)], "biscuit": [root_entry]})
+        # deleted only once the set no longer names them, so that a reader never misses a listed file
+        for entry in [*manifest["jwt"], *manifest["biscuit"]]:
+            (self.dir / str(entry["file"])).unlink(missing_ok=True)
+        return Rotation(key, root_key, retired, retired_roots)
 
     def _rotate_root_key(
         self, manifest: dict[str, Any], now: datetime
@@ -224,6 +263,13 @@ class KeyStore:
         return int(self._read_manifest().get("jwks_max_age", 0))
 
     def load(self) -> LoadedKeys:
+        try:
+            return self._load()
+        except FileNotFoundError:
+            # a rotation replaced the set and deleted a key file between our reads: the new set names none of them
+            return self._load()
+
+    def _load(self) -> LoadedKeys:
         manifest = self._read_manifest()
         ring = KeyRing.of(self._load_signing_keys(manifest), self.retention)
         return LoadedKeys(ring, self._load_root_keys(manifest), self.retention)

@@ -38,7 +38,7 @@ from chit.server.config import Settings
 from chit.server.credentials import hash_secret
 from chit.server.revocations import Revocations
 from chit.storage.engine import migrate, sqlite_url
-from chit.storage.records import DelegationRecord
+from chit.storage.records import DelegationRecord, RevocationEvent
 from chit.testing import Clock
 
 TAGS_WRITE = "tagging:tags:write"
@@ -281,8 +281,11 @@ class RecordingRevocations(Revocations):
         super().__init__(server)
         self.published: list[Published] = []
 
-    def _published(self, kind: RevocationKind, value: str, *, expires: int, not_before: int | None = None) -> None:
-        self.published.append(Published(kind, value, expires))
+    def _published(self, event: RevocationEvent) -> None:
+        # what leaves for the services is what the feed holds: the event committed with the revocation
+        assert event in self.server.store.revocation_events(event.id - 1, limit=1, now=0)
+        self.published.append(Published(event.kind, event.value, event.expires))
+        super()._published(event)
 
 
 @pytest.fixture

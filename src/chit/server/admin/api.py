@@ -110,6 +110,11 @@ def admin_router() -> APIRouter:
     def enable_user(username: str, admin: Admin) -> dict[str, Any]:
         return _user(admin.set_user_disabled(username, False))
 
+    @router.post("/users/{username}/logout", summary="Log a user out everywhere (chit:sessions:write)")
+    def logout_user(username: str, admin: Admin) -> dict[str, Any]:
+        user, sessions = admin.logout_everywhere(username)
+        return {"user": _user(user), "sessions_revoked": sessions}
+
     @router.get("/clients", summary="List clients (chit:clients:read)")
     def list_clients(admin: Admin) -> dict[str, Any]:
         return {"clients": [_client(c) for c in admin.clients()]}
@@ -217,7 +222,7 @@ def admin_router() -> APIRouter:
 
     @router.post("/keys/rotate", summary="Rotate the signing key (chit:keys:rotate)")
     def rotate_keys(body: models.KeyRotation, admin: Admin) -> dict[str, Any]:
-        return admin.rotate_keys(body.alg, body.now)
+        return admin.rotate_keys(body.alg, body.now, body.revoke_old)
 
     @router.get("/audit", summary="Read the audit log, oldest first (chit:audit:read)")
     def audit(

@@ -56,6 +56,7 @@ class NewApiKey(Strict):
 class KeyRotation(Strict):
     alg: str | None = None
     now: bool = False
+    revoke_old: bool = False  # a key compromise: every earlier key stops at once (needs ``now``)
 
 
 class DelegationFilter(Strict):

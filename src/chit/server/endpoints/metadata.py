@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from chit.core.paths import INTROSPECTION_PATH, JWKS_PATH, REVOCATION_PATH, SERVICE_KEYS_PATH, TOKEN_PATH
+from chit.core.paths import (
+    INTROSPECTION_PATH,
+    JWKS_PATH,
+    REVOCATION_FEED_PATH,
+    REVOCATION_PATH,
+    REVOCATION_STREAM_PATH,
+    SERVICE_KEYS_PATH,
+    TOKEN_PATH,
+)
 from chit.server.authserver import AuthServer
 from chit.server.client_auth import AUTH_METHODS
 from chit.server.endpoints.token import TokenEndpoint
@@ -37,4 +45,6 @@ def server_metadata(server: AuthServer, token_endpoint: TokenEndpoint) -> dict[s
         "biscuit_public_keys": [key.public_key for key in root_keys],
         "biscuit_root_keys": [{"id": key.id, "public_key": key.public_key} for key in root_keys],
         "service_keys_uri": issuer + SERVICE_KEYS_PATH,
+        "revocation_feed_endpoint": issuer + REVOCATION_FEED_PATH,
+        "revocation_stream_endpoint": issuer + REVOCATION_STREAM_PATH,
     }

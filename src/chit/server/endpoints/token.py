@@ -5,6 +5,10 @@ Every request that names a client leaves an audit event: ``token.issued`` (for a
 except when the database stays locked by another session: that is no refusal of the client but
 ``DatabaseBusyError``, which goes up unaudited so that the caller can answer 503 (Retry-After) or,
 for a grant that only reads, redo the request in a thread.
+
+Every outcome but that one also counts, once decided, in ``chit_tokens_issued_total`` or
+``chit_tokens_refused_total`` (``chit.server.metrics``), by the grant type sent: one chit knows, else
+``other``; a request without a form or a grant type is refused as ``other`` too.
 """
 
 from __future__ import annotations
@@ -30,15 +34,22 @@ from chit.server.grants.client_credentials import ClientCredentialsGrant
 from chit.server.grants.password import PasswordGrant
 from chit.server.grants.refresh_token import RefreshTokenGrant
 from chit.server.grants.token_exchange import GRANT_TYPE, TokenExchangeGrant, exchange_only_reads
+from chit.server.metrics import OTHER, grants_known, token_issued, token_refused
 
 GRANTS: tuple[type[Grant], ...] = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant, TokenExchangeGrant)
 KNOWN_GRANT_TYPES = frozenset(g.grant_type for g in GRANTS)
+
+
+def grant_label(grant_type: str) -> str:
+    """The grant type as a metric label: a client sends any string, the metrics hold a known few."""
+    return grant_type if grant_type in KNOWN_GRANT_TYPES else OTHER
 
 
 class TokenEndpoint:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
         self.grants: dict[str, Grant] = {g.grant_type: g(server) for g in GRANTS}
+        grants_known(self.grants)
 
     @staticmethod
     def only_reads(grant_type: str, params: Mapping[str, str]) -> bool:
@@ -51,11 +62,15 @@ class TokenEndpoint:
 
     def parse(self, body: bytes, content_type: str | None) -> tuple[dict[str, str], str]:
         """The form and its grant type: cheap, pure work, done before any thread or database."""
-        check_content_type(content_type)
-        params = parse_form(body)
-        grant_type = params.get("grant_type")
-        if grant_type is None:
-            raise InvalidRequestError("missing parameter grant_type")
+        try:
+            check_content_type(content_type)
+            params = parse_form(body)
+            grant_type = params.get("grant_type")
+            if grant_type is None:
+                raise InvalidRequestError("missing parameter grant_type")
+        except OAuth2Error as exc:
+            token_refused(OTHER, exc.error)  # no form, or no grant type in it
+            raise
         return params, grant_type
 
     def issue(
@@ -83,6 +98,7 @@ class TokenEndpoint:
                 request_id=request_id,
                 detail={"grant_type": grant_type[:80], "error": exc.error},
             )
+            token_refused(grant_label(grant_type), exc.error)
             return TokenOutcome(None, exc, [refused])
         request = TokenRequest(params, client, source, request_id)
         try:
@@ -103,6 +119,7 @@ class TokenEndpoint:
                 actors=context.actors,
                 detail={**context.detail, "grant_type": grant_type[:80], "error": exc.error},
             )
+            token_refused(grant_label(grant_type), exc.error)
             return TokenOutcome(None, exc, request.events)
         context = request.context
         detail = dict(context.detail)
@@ -121,6 +138,7 @@ class TokenEndpoint:
             token_id=token_id,
             detail={**detail, "grant_type": grant_type, "scope": " ".join(scope), "session": session},
         )
+        token_issued(grant_type)  # a grant that issued is a known one
         return TokenOutcome(issued.response(), None, request.events)
 
 
