@@ -37,6 +37,9 @@ def test_sdk_public_names() -> None:
         "MissingTokenError",
         "RequestAuth",
         "RevocationCheck",
+        "RevocationFeed",
+        "RevocationList",
+        "RevocationsStaleError",
         "RevokedTokens",
         "RootKeysClient",
         "ServiceIdentity",
@@ -56,6 +59,7 @@ def test_sdk_public_names() -> None:
         "current_auth",
         "current_principal",
         "current_token",
+        "metrics_app",
         "principal_of",
     ]
     assert chit.testing.__all__ == ["Clock", "RootKey", "TestIssuer", "make_principal"]

@@ -11,7 +11,9 @@ it: the auth server (``chit.server.app``) and the SDK's adapters (``chit.sdk.fas
 * The admin API's refusals: ``ForbiddenError`` 403 ``insufficient_scope``, ``NotFoundError`` 404,
   ``ConflictError`` 409, ``AuditWriteError`` 503 (with ``Retry-After`` when only a database lock
   was in the way), any other ``ChitError`` 400 ``invalid_request``.
-* ``KeysUnavailableError`` (the SDK holds no signing key yet): 503 with ``Retry-After``.
+* ``ServiceUnavailableError``: ``KeysUnavailableError`` (the SDK holds no signing key yet),
+  ``RevocationsStaleError`` (its revocation list is stale and its policy refuses the request): 503
+  with ``Retry-After``.
 
 ``bearer_token`` reads a request's ``Authorization`` header values (RFC 6750 §2.1) the same way in
 the admin API and in every service.
@@ -30,10 +32,10 @@ from chit.errors import (
     ConflictError,
     ForbiddenError,
     InvalidBearerRequestError,
-    KeysUnavailableError,
     MissingTokenError,
     NotFoundError,
     OAuth2Error,
+    ServiceUnavailableError,
 )
 
 _WHITESPACE = re.compile(r"\s")
@@ -68,7 +70,7 @@ def answer_to(error: ChitError, scope: Iterable[str] = ()) -> Answer:
         return Answer(404, "not_found", str(error))
     if isinstance(error, ConflictError):
         return Answer(409, "conflict", str(error))
-    if isinstance(error, KeysUnavailableError):  # its reason is for the service's log, not for the caller
+    if isinstance(error, ServiceUnavailableError):  # its reason is for the service's log, not for the caller
         return _unavailable("authorization is temporarily unavailable", error.retry_after)
     if isinstance(error, AuditWriteError):
         return _unavailable(str(error), error.retry_after)

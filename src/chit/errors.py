@@ -156,10 +156,30 @@ class FetchError(ChitError):
     """An SDK fetch from the issuer (discovery, JWKS, token) that gave nothing usable."""
 
 
-class KeysUnavailableError(ChitError):
+class ServiceUnavailableError(ChitError):
+    """A service cannot decide on a request for now (answer 503 with ``Retry-After``): its own state, not
+    the caller's credentials, is at fault, so the reason is for the service's log, not for the caller."""
+
+    retry_after = 1
+
+
+class KeysUnavailableError(ServiceUnavailableError):
     """No signing key could be obtained from the issuer yet, so no token can be checked (answer 503)."""
 
     retry_after = 1  # the SDK tries a first key fetch again after a second
+
+
+class RevocationsStaleError(ServiceUnavailableError):
+    """The service's revocation list has not been confirmed current for longer than its ``max_staleness``,
+    and its policy refuses this request meanwhile (by default a write): answer 503 with ``Retry-After``.
+
+    ``staleness`` is how long ago (seconds; infinite when never) the feed last confirmed the list."""
+
+    def __init__(self, staleness: float, retry_after: int = 5) -> None:
+        since = "never confirmed" if staleness == float("inf") else f"last confirmed {staleness:.1f} s ago"
+        super().__init__(f"the revocation list is stale ({since})")
+        self.staleness = staleness
+        self.retry_after = max(1, int(retry_after))
 
 
 class AuthError(ChitError):

@@ -106,6 +106,9 @@ class Principal:
     through: tuple[str, ...] = ()
     """The services that proved the chit came through them: each appended a third-party block stating
     ``through("<id>")`` signed by the key published for that id (block order). Always empty for a JWT."""
+    issued_at: int | None = None
+    """When a JWT was issued (``iat``, epoch seconds): a revocation of everything of its subject or client
+    issued before a point in time compares it. None for a chit, which carries no issue time."""
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _wildcards: tuple[Permission, ...] = field(init=False, repr=False, compare=False)
     # (permissions, method, path) -> (the chit's bound checks, the principal bound to them): ``for_request``
@@ -292,4 +295,5 @@ def principal_from_claims(
         session_id=claims.sid,
         on_decision=on_decision,
         token=token,
+        issued_at=claims.iat,
     )

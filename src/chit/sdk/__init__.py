@@ -4,7 +4,9 @@
 tokens, JWTs and chits alike; ``BearerAuthMiddleware`` serves any ASGI framework; ``ServiceIdentity``,
 ``ForwardedToken`` and ``ChitForwarder`` (the request's chit, attenuated: ``attenuate``; signed with the
 service's ``ServiceKey`` as proof of the path) authenticate outbound httpx calls; ``chit.sdk.context``
-holds the current request's principal.
+holds the current request's principal. Given the service's identity, a verifier follows the auth
+server's revocation feed (``RevocationFeed``) into a ``RevocationList`` and, while that list is stale,
+refuses writes with ``RevocationsStaleError`` (503); ``metrics_app`` serves its Prometheus metrics.
 
 The framework adapters' names (``Verifier``, ``auth_error_handler``, ``BearerAuthMiddleware``,
 ``principal_of``) are imported on first use, so that a service without FastAPI or Starlette
@@ -15,6 +17,7 @@ an ``ImportError`` that says which extra to install.
 from typing import TYPE_CHECKING, Any
 
 from chit.core.chit_authorizer import ChitLimits
+from chit.errors import RevocationsStaleError
 from chit.sdk.cache import VerifiedTokenCache
 from chit.sdk.chits import ChitForwarder, ServiceKey, attenuate
 from chit.sdk.context import RequestAuth, authenticated, current_auth, current_principal, current_token
@@ -22,7 +25,9 @@ from chit.sdk.decisions import DecisionLog
 from chit.sdk.delegation import ExchangedToken
 from chit.sdk.identity import ForwardedToken, ServiceIdentity, ServiceToken, TokenRequestError
 from chit.sdk.jwks_client import JwksClient, KeysUnavailableError, RootKeysClient, ServiceKeysClient
-from chit.sdk.revocation import RevocationCheck, RevokedTokens
+from chit.sdk.metrics import metrics_app
+from chit.sdk.revocation import RevocationCheck, RevocationList, RevokedTokens
+from chit.sdk.revocation_feed import RevocationFeed
 from chit.sdk.verifier import (
     InvalidBearerRequestError,
     MissingTokenError,
@@ -49,6 +54,9 @@ __all__ = [
     "MissingTokenError",
     "RequestAuth",
     "RevocationCheck",
+    "RevocationFeed",
+    "RevocationList",
+    "RevocationsStaleError",
     "RevokedTokens",
     "RootKeysClient",
     "ServiceIdentity",
@@ -68,6 +76,7 @@ __all__ = [
     "current_auth",
     "current_principal",
     "current_token",
+    "metrics_app",
     "principal_of",
 ]
 

@@ -7,7 +7,10 @@ route's scopes (for a chit, its checks run with the route's permissions as ``ope
 the request's method and path), binds the principal for outbound calls (``chit.sdk.context``) and
 yields it. Because
 it yields, an ``AuthError`` raised in the route body (``principal.require_owner(...)``) comes back
-through it and answers exactly like one raised by the dependency, with a plain ``FastAPI()``. It is
+through it and answers exactly like one raised by the dependency, with a plain ``FastAPI()``. A
+verifier that cannot decide for now (no signing key yet, a stale revocation list refusing a write)
+answers 503 with ``Retry-After``; ``FastAPI(lifespan=verifier.lifespan)`` bootstraps the revocation
+list before the first request. It is
 an ``async`` generator on purpose: a plain ``def`` dependency would run in the thread pool, and
 verification holds the GIL anyway.
 """
@@ -26,7 +29,7 @@ from fastapi.security.base import SecurityBase
 from starlette.responses import Response
 
 from chit.answers import answer_to, bearer_token
-from chit.errors import AuthError, ChitError, KeysUnavailableError
+from chit.errors import AuthError, ChitError, ServiceUnavailableError
 from chit.policy.principals import Principal
 from chit.sdk import context
 from chit.sdk.verifier import TokenVerifier, VerifierOptions
@@ -79,7 +82,7 @@ class Verifier(TokenVerifier, SecurityBase):
             token = bearer_token(request.headers.getlist("authorization"))
             principal = await self.verify(token)
             principal = self.authorize(principal, scopes, method=request.method, path=request.url.path)
-        except (AuthError, KeysUnavailableError) as exc:
+        except (AuthError, ServiceUnavailableError) as exc:
             raise http_error(exc, scopes) from None
         bound = context.bind(principal, token)
         try:

@@ -117,6 +117,26 @@ class ServiceIdentity(httpx.Auth):
     def __repr__(self) -> str:  # never let the secret reach a log
         return f"ServiceIdentity(client_id={self.client_id!r}, token_url={self.token_url!r})"
 
+    def narrowed(self, scope: Iterable[str]) -> ServiceIdentity:
+        """This service asking for ``scope`` only: the same credentials, token endpoint, http clients and
+        clock, with tokens of its own. A client's tokens carry only what its request's ``scope`` names
+        when it names one, so a permission kept out of everyday tokens (``chit:revocations:read``) is
+        asked for by an identity narrowed to it, and never travels to the services this one calls."""
+        identity = ServiceIdentity(
+            self.client_id,
+            self._secret,
+            issuer=self.issuer,
+            token_url=self.token_url,
+            scope=scope,
+            auth_method=self.auth_method,
+            refresh_before=self.refresh_before,
+            timeout=self.timeout,
+            clock=self.clock,
+            max_delegated_tokens=self._delegated.max_entries,
+        )
+        identity._getter = self._getter  # the caller's http clients, if any
+        return identity
+
     # --- the token ------------------------------------------------------------------------------------
 
     def _usable(self, stale_token: str | None) -> ServiceToken | None:

@@ -16,7 +16,9 @@ Rules (DESIGN §4, SDK contract), the same for both:
 * a failed fetch, an error status, a body that is not JSON or a JWKS with no usable key never
   replaces the keys in hand: the last known good keys keep serving while the auth server is down;
 * concurrent callers share one fetch (``chit.sdk.fetch.SingleFlight``, which also keeps the keys
-  through a failure); nothing needs starting, ``aclose`` cancels a background fetch.
+  through a failure); nothing needs starting, ``aclose`` cancels a background fetch;
+* a key the revocation feed revoked (``ban``: a ``key`` event) verifies nothing more, even while the
+  issuer still publishes it, and is never worth a refetch.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ MAX_AGE_CAP = 3600.0
 REFRESH_COOLDOWN = 10.0
 FIRST_LOAD_RETRY = 1.0  # while no key was ever obtained, try again sooner than the cool-down
 RENEW_AT = 0.75  # of the keys' lifetime: renew before a scheduled key starts signing
+ROOT_KEY_PREFIX = "root-"  # the revocation feed names chit root key ``n`` ``root-<n>``
 Keys = Mapping[str, VerificationKey]
 K = TypeVar("K")
 
@@ -96,6 +99,11 @@ class _PublishedKeys(Generic[K]):
             retry_pause=refresh_cooldown,
             clock=clock,
         )
+        self.banned: set[str] = set()  # key ids revoked by the feed: for the life of the process
+
+    def ban(self, key_id: str) -> None:
+        """Refuse every token the key ``key_id`` signed from now on (a revoked key)."""
+        self.banned.add(key_id)
 
     @property
     def loaded(self) -> bool:
@@ -206,12 +214,16 @@ class JwksClient(_PublishedKeys[Keys]):
 
     def find(self, kid: str) -> VerificationKey | None:
         keys = self._keys.value
-        return None if keys is None else keys.get(kid)
+        if keys is None or (self.banned and kid in self.banned):
+            return None
+        return keys.get(kid)
 
     async def refresh_for_unknown_kid(self, kid: str) -> bool:
         """Refetch for a kid nobody knows, at most once per cool-down; True when the kid is now known.
 
         Raises ``KeysUnavailableError`` when no key was ever obtained."""
+        if kid in self.banned:
+            return False  # revoked: known or not, it verifies nothing
         return kid in await self._refresh_for_unknown()
 
     async def _load(self) -> tuple[Keys, Reply]:
@@ -258,21 +270,61 @@ class RootKeysClient(_PublishedKeys[RootKeys]):
             on_keys_removed=on_keys_removed,
         )
         self.on_keys = on_keys
+        self._allowed: tuple[RootKeys, int, RootKeys] | None = None  # (published, bans, what remains of them)
 
     @property
     def keys(self) -> RootKeys:
         return self._keys.value or RootKeys()
 
+    def ban(self, key_id: str) -> None:
+        """Refuse every chit the root key ``key_id`` signed: ``root-<n>`` (as the feed names root key ``n``),
+        or its ``ed25519/<hex>`` text."""
+        super().ban(key_id)
+        self._allowed = None
+
+    def _banned_ids(self) -> set[int]:
+        """The root key ids banned (``root-<n>``)."""
+        ids = (key_id.removeprefix(ROOT_KEY_PREFIX) for key_id in self.banned if key_id.startswith(ROOT_KEY_PREFIX))
+        return {int(n) for n in ids if n.isdigit()}
+
     def candidates(self, key_id: int | None) -> tuple[Any, ...]:
-        """The root public keys a chit naming ``key_id`` may be signed with (none: unknown)."""
+        """The root public keys a chit naming ``key_id`` may be signed with (none: unknown or revoked)."""
         keys = self._keys.value
-        return () if keys is None else keys.candidates(key_id)
+        if keys is None:
+            return ()
+        if self.banned:
+            keys = self._without_banned(keys)
+        return keys.candidates(key_id)
+
+    def _without_banned(self, keys: RootKeys) -> RootKeys:
+        """``keys`` less the revoked ones, worked out once per key set and ban."""
+        allowed = self._allowed
+        if allowed is not None and allowed[0] is keys and allowed[1] == len(self.banned):
+            return allowed[2]
+        banned, ids = self.banned, self._banned_ids()
+        texts = {text for key_id, text in keys.by_id.items() if key_id in ids} | banned
+        remaining = RootKeys(
+            {key_id: text for key_id, text in keys.by_id.items() if text not in texts},
+            tuple(text for text in keys.unlabeled if text not in texts),
+        )
+        self._allowed = (keys, len(banned), remaining)
+        return remaining
+
+    def is_banned(self, key_id: int | None) -> bool:
+        """Whether a chit naming root key ``key_id`` names a revoked one."""
+        if key_id is None or not self.banned:
+            return False
+        keys = self._keys.value
+        return key_id in self._banned_ids() or (keys is not None and keys.by_id.get(key_id) in self.banned)
 
     async def refresh_for_unknown_root_key(self, key_id: int | None) -> bool:
         """Refetch for a root key id nobody knows, at most once per cool-down; True when it is now known.
 
         Raises ``KeysUnavailableError`` when no discovery document was ever obtained."""
-        return bool((await self._refresh_for_unknown()).candidates(key_id))
+        if self.is_banned(key_id):
+            return False  # revoked: known or not, it verifies nothing
+        await self._refresh_for_unknown()
+        return bool(self.candidates(key_id))
 
     async def _load(self) -> tuple[RootKeys, Reply]:
         reply = await self._getter.send("GET", self.issuer.rstrip("/") + OPENID_CONFIGURATION_PATH)

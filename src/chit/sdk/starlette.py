@@ -10,6 +10,8 @@ Routes check permissions themselves (``principal.require(...)``); a chit's check
 request's method and path, those that need the permission or the resource wait for the route's
 decisions. In Starlette, add it through ``middleware=[...]``: wrapped around the whole app from outside
 it still authenticates, but an ``AuthError`` from a route then meets Starlette's own 500 handler first.
+The request's method goes to ``authorize``, so a verifier whose revocation list is stale refuses writes
+here too: 503 with ``Retry-After`` (a WebSocket, which has no method, is closed with 1013).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chit.answers import answer_to, bearer_token
-from chit.errors import AuthError, ChitError, KeysUnavailableError, MissingTokenError
+from chit.errors import AuthError, ChitError, MissingTokenError, ServiceUnavailableError
 from chit.policy.principals import Principal
 from chit.sdk import context
 from chit.sdk.verifier import TokenVerifier
@@ -68,7 +70,7 @@ class BearerAuthMiddleware:
                 await _refuse(scope, send, exc)
                 return
             token, principal = "", None
-        except (AuthError, KeysUnavailableError) as exc:
+        except (AuthError, ServiceUnavailableError) as exc:
             await _refuse(scope, send, exc)
             return
         scope[SCOPE_KEY] = principal

@@ -16,6 +16,17 @@ decisions (``Principal.require(..., resource=...)``, ``require_owner``), which r
 with the facts they state. Leeway does not apply to a chit: its time checks (the authority's expiry and
 any an attenuation added) are datalog, evaluated against this host's clock.
 
+Given the service's ``identity``, the verifier follows the auth server's revocation feed
+(``chit.sdk.revocation_feed``; ``redis_url`` adds Redis push) into a ``RevocationList`` that it consults
+on every request, cached tokens included; a ``key`` revocation bans the key in the key clients and empties
+the cache. ``await verifier.start()`` (or ``FastAPI(lifespan=verifier.lifespan)``, or ``async with``)
+bootstraps the list before traffic; otherwise the first ``verify`` starts it and waits for it a bounded
+while (``BOOTSTRAP_TIMEOUT``), then goes on stale. While the list has not been confirmed current for
+``max_staleness`` seconds, ``authorize`` refuses what ``fail_closed`` names (``refuse_writes`` by
+default: every method but GET, HEAD and OPTIONS) with ``RevocationsStaleError``, answered 503 with
+``Retry-After``; reads go on with the list in hand. Counts for Prometheus are kept in plain integers
+(``chit.sdk.metrics``).
+
 Verification is CPU-bound and holds the GIL, so it runs inline in the caller's event loop: a thread
 pool would only add hand-off cost. Adapters (``chit.sdk.fastapi``, ``chit.sdk.starlette``) only translate
 HTTP to ``bearer_token`` / ``verify`` / ``authorize`` and errors back to the answers of ``chit.answers``
@@ -24,8 +35,10 @@ HTTP to ``bearer_token`` / ``verify`` / ``authorize`` and errors back to the ans
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self, TypedDict
@@ -45,15 +58,17 @@ from chit.core.chit_authorizer import (
 from chit.core.jwt import DEFAULT_LEEWAY, MAX_TOKEN_SIZE, AccessTokenDecoder, UnknownKeyError
 from chit.core.keys import ALGORITHMS
 from chit.core.paths import TOKEN_PATH
+from chit.errors import InsufficientScopeError, InvalidTokenError, RevocationsStaleError
 from chit.errors import InvalidBearerRequestError as InvalidBearerRequestError
-from chit.errors import InvalidTokenError
 from chit.errors import MissingTokenError as MissingTokenError
 from chit.policy.principals import Actor, DecisionSink, Principal, principal_from_claims
-from chit.revocation.base import RevocationCheck
+from chit.revocation.base import RevocationCheck, TokenRevocationCheck, as_revocation_check
+from chit.revocation.list import RevocationList
 from chit.sdk.cache import DEFAULT_MAX_ENTRIES, VerifiedTokenCache
 from chit.sdk.chits import KNOWN_ROOT_KEYS
 from chit.sdk.decisions import DecisionLog
 from chit.sdk.fetch import FETCH_TIMEOUT
+from chit.sdk.identity import ServiceIdentity
 from chit.sdk.jwks_client import (
     MAX_AGE_CAP,
     REFRESH_COOLDOWN,
@@ -62,6 +77,24 @@ from chit.sdk.jwks_client import (
     RootKeysClient,
     ServiceKeysClient,
 )
+from chit.sdk.metrics import VerifierStats, measure
+from chit.sdk.revocation_feed import BOOTSTRAP_TIMEOUT, POLL_INTERVAL, RevocationFeed
+
+log = logging.getLogger("chit.sdk")
+
+REVOKED = "token has been revoked"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DEFAULT_MAX_STALENESS = 30.0
+StalePolicy = Callable[[str | None, frozenset[str]], bool]
+"""Whether to refuse a request (its method, None when unknown, and the permissions its route requires)
+while the revocation list is stale."""
+
+
+def refuse_writes(method: str | None, permissions: frozenset[str]) -> bool:
+    """The default ``fail_closed`` policy: while the revocation list is stale, refuse every request but a
+    GET, HEAD or OPTIONS; a request whose method is not known (a WebSocket, a call outside HTTP) counts
+    as a write. A write done with a token revoked meanwhile cannot be taken back; a read can be retried."""
+    return method is None or method.upper() not in SAFE_METHODS
 
 
 class VerifierOptions(TypedDict, total=False):
@@ -70,7 +103,11 @@ class VerifierOptions(TypedDict, total=False):
     algorithms: Collection[str]
     leeway: float
     max_token_size: int
-    revocation: RevocationCheck | None
+    revocation: RevocationCheck | TokenRevocationCheck | None
+    identity: ServiceIdentity | None
+    redis_url: str | None
+    max_staleness: float
+    fail_closed: StalePolicy
     cache_size: int
     jwks_uri: str | None
     token_url: str | None
@@ -93,6 +130,12 @@ class TokenVerifier:
     ``decisions`` is where ``require`` decisions go: a ``DecisionLog`` by default, any ``DecisionSink``, or
     False for none. ``chit_limits`` (``ChitLimits``; by default its own, with ``max_token_size``) bound the
     chits accepted.
+
+    ``identity`` (the service's ``ServiceIdentity``) makes it follow the issuer's revocation feed with the
+    service's own token (``redis_url``: by Redis, with the feed as catch-up); ``revocations`` is the list it
+    keeps, ``feed`` the follower. Past ``max_staleness`` seconds without the feed confirming the list,
+    ``authorize`` refuses what ``fail_closed(method, permissions)`` names (``refuse_writes``).
+    ``revocation``, a list of the service's own, is consulted as well.
     """
 
     def __init__(
@@ -103,7 +146,11 @@ class TokenVerifier:
         algorithms: Collection[str] = ALGORITHMS,
         leeway: float = DEFAULT_LEEWAY,
         max_token_size: int = MAX_TOKEN_SIZE,
-        revocation: RevocationCheck | None = None,
+        revocation: RevocationCheck | TokenRevocationCheck | None = None,
+        identity: ServiceIdentity | None = None,
+        redis_url: str | None = None,
+        max_staleness: float = DEFAULT_MAX_STALENESS,
+        fail_closed: StalePolicy = refuse_writes,
         cache_size: int = DEFAULT_MAX_ENTRIES,
         jwks_uri: str | None = None,
         token_url: str | None = None,
@@ -120,7 +167,7 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
-        self.revocation = revocation
+        self.revocation = None if revocation is None else as_revocation_check(revocation)
         self.clock = clock
         self.token_url = token_url or issuer.rstrip("/") + TOKEN_PATH
         self.decoder = AccessTokenDecoder(
@@ -165,28 +212,73 @@ class TokenVerifier:
             self.decisions = None
         else:
             self.decisions = decisions
+        if not max_staleness > 0:
+            raise ValueError("max_staleness is a positive number of seconds")
+        self.max_staleness = max_staleness  # the feed's, which keeps its ``stale`` flag by it
+        self.fail_closed = fail_closed
+        self.revocations: RevocationList | None = None
+        self.feed: RevocationFeed | None = None
+        if identity is not None:
+            # kept a leeway past each event's expiry: a token is accepted that long past its exp
+            self.revocations = RevocationList(grace=leeway, clock=clock)
+            self.revocations.key_listeners.append(self._key_revoked)
+            self.feed = RevocationFeed(
+                issuer,
+                identity,
+                self.revocations,
+                redis_url=redis_url,
+                max_staleness=max_staleness,
+                poll_interval=min(POLL_INTERVAL, max_staleness / 3),  # polls confirm well within the bound
+                http_client=http_client,
+                timeout=timeout,
+            )
+        elif redis_url is not None:
+            raise TypeError("redis_url needs the service's identity to follow the revocation feed with")
+        self._bootstrap_deadline: float | None = None  # after it, verify no longer waits for the bootstrap
+        self.stats = VerifierStats()
+        measure(self)
 
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; ``InvalidTokenError`` (with its reason) for anything else.
 
         May raise ``KeysUnavailableError`` while no signing key was ever obtained from the issuer."""
-        now = self.clock()
-        cache = self.cache
-        if cache is not None:
-            principal = cache.get(token, now)
-            if principal is not None:
-                # also on cache hits: a withdrawn key must empty the cache
-                (self.root_keys if principal.chit is not None else self.jwks).refresh_if_stale(now)
-                self._check_revocation(principal, token)  # every revocation id of a chit, on every hit
-                return principal
-        if is_chit(token):
-            return await self._verify_chit(token, now)
+        feed = self.feed
+        if feed is not None and not feed.bootstrapped:
+            await self._wait_for_bootstrap(feed)
+        try:
+            now = self.clock()
+            cache = self.cache
+            if cache is not None:
+                principal = cache.get(token, now)
+                if principal is not None:
+                    # also on cache hits: a withdrawn key must empty the cache
+                    (self.root_keys if principal.chit is not None else self.jwks).refresh_if_stale(now)
+                    self._check_revocation(principal, token)  # every revocation id of a chit, on every hit
+                    return principal
+            started = time.perf_counter()
+            if is_chit(token):
+                principal = await self._verify_chit(token, now)
+            else:
+                principal = await self._verify_jwt(token, now)
+            self.stats.timed(time.perf_counter() - started)
+            return principal
+        except InvalidTokenError as exc:
+            self.stats.refuse("revoked" if exc.reason == REVOKED else "invalid_token")
+            raise
+        except KeysUnavailableError:
+            self.stats.refuse("keys_unavailable")
+            raise
+
+    async def _verify_jwt(self, token: str, now: float) -> Principal:
         jwks = self.jwks
         jwks.refresh_if_stale(now)
+        cache = self.cache
         try:
             try:
                 claims = self.decoder.decode(token, jwks.find, now)
             except UnknownKeyError as exc:
+                if exc.kid in jwks.banned:
+                    raise InvalidTokenError(REVOKED) from None  # its signing key was revoked
                 if not await jwks.refresh_for_unknown_kid(exc.kid):
                     raise
                 claims = self.decoder.decode(token, jwks.find, self.clock())
@@ -208,6 +300,8 @@ class TokenVerifier:
             try:
                 chit = self.chits.read(token, root_keys.candidates, now)
             except UnknownRootKeyError as exc:
+                if root_keys.is_banned(exc.key_id):
+                    raise InvalidTokenError(REVOKED) from None  # its root key was revoked
                 if not await root_keys.refresh_for_unknown_root_key(exc.key_id):
                     raise
                 chit = self.chits.read(token, root_keys.candidates, self.clock())
@@ -254,20 +348,26 @@ class TokenVerifier:
         return tuple(dict.fromkeys(proven)), True
 
     def _check_revocation(self, principal: Principal, token: str) -> None:
+        """Refuse a revoked token: by the feed's list, then the service's own check (a chit by any of its
+        blocks' revocation ids: revoking one revokes every chit attenuated from it)."""
+        revocations = self.revocations
         revocation = self.revocation
-        if revocation is None:
-            return
-        if principal.chit is not None:
-            # a chit is revoked with any block: revoking one revokes every chit attenuated from it
-            revoked = any(revocation.is_revoked(block_id, None) for block_id in principal.chit.revocation_ids)
-        else:
-            revoked = revocation.is_revoked(principal.token_id, principal.session_id)
-        if revoked:
+        if (revocations is not None and revocations.revokes(principal)) or (
+            revocation is not None and revocation.revokes(principal)
+        ):
             if self.cache is not None:
                 self.cache.discard(token)
             if isinstance(self.decisions, DecisionLog):
-                self.decisions.rejected("token has been revoked", principal)
-            raise InvalidTokenError("token has been revoked")
+                self.decisions.rejected(REVOKED, principal)
+            raise InvalidTokenError(REVOKED)
+
+    def _key_revoked(self, key_id: str) -> None:
+        """A signing key (or chit root key) was revoked: nothing it signed passes any more."""
+        self.jwks.ban(key_id)
+        self.root_keys.ban(key_id)
+        if self.cache is not None:
+            self.cache.clear()
+        log.warning("key %s of %s was revoked: every token it signed is refused", key_id, self.issuer)
 
     def authorize(
         self,
@@ -279,16 +379,88 @@ class TokenVerifier:
     ) -> Principal:
         """Require every permission (``InsufficientScopeError`` naming the first one missing) and, for a
         chit, pass its checks with the request's facts (``InsufficientScopeError`` naming the failed check);
-        the principal for the route body to decide with (``Principal.for_request``)."""
-        return principal.for_request(permissions, method=method, path=path)
+        the principal for the route body to decide with (``Principal.for_request``).
+
+        While the revocation list is staler than ``max_staleness``, a request ``fail_closed`` names (by
+        its ``method``, None when unknown, and the permissions) is refused with ``RevocationsStaleError``."""
+        feed = self.feed
+        stale = feed is not None and feed.stale
+        if stale:
+            permissions = tuple(permissions)  # read twice below
+        try:
+            authorized = principal.for_request(permissions, method=method, path=path)
+        except InsufficientScopeError:
+            self.stats.refuse("insufficient_scope")  # refused whatever the list says
+            raise
+        if stale and feed is not None and self.fail_closed(method, frozenset(permissions)):
+            self.stats.refuse("revocations_stale")
+            raise RevocationsStaleError(feed.staleness(), feed.retry_after())
+        self.stats.allowed += 1
+        return authorized
+
+    # --- following the revocation feed --------------------------------------------------------------
+
+    async def start(self) -> bool:
+        """Bootstrap the revocation list before traffic (with an ``identity``): wait up to
+        ``BOOTSTRAP_TIMEOUT`` seconds for it, then keep following in the background. False when it
+        could not be done in time: the follower keeps trying, and the list counts as stale until then.
+        Without an ``identity`` there is nothing to start: True."""
+        feed = self.feed
+        if feed is None:
+            return True
+        self._bootstrap_deadline = time.monotonic()  # whoever waits, waits here
+        if await feed.start(BOOTSTRAP_TIMEOUT):
+            return True
+        log.warning(
+            "the revocation list of %s could not be bootstrapped from %s within %.0f s (%s); serving stale",
+            self.audience,
+            self.issuer,
+            BOOTSTRAP_TIMEOUT,
+            feed.last_error,
+        )
+        return False
+
+    async def _wait_for_bootstrap(self, feed: RevocationFeed) -> None:
+        """Start the follower if nobody did, and wait for its bootstrap until ``BOOTSTRAP_TIMEOUT`` after
+        the first request; past that, requests go on with the list stale."""
+        deadline = self._bootstrap_deadline
+        if deadline is None:
+            deadline = self._bootstrap_deadline = time.monotonic() + BOOTSTRAP_TIMEOUT
+            feed.begin()
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            await feed.ready(remaining)
+
+    def lifespan(self, app: object) -> AbstractAsyncContextManager[None]:
+        """For ``FastAPI(lifespan=verifier.lifespan)`` (or Starlette's): bootstrap the revocation list
+        before the first request, stop following at shutdown."""
+        return self._lifespan()
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    def revocation_figures(self) -> tuple[int, float, int] | None:
+        """(list size, staleness in seconds, events applied) while following a feed, for the metrics."""
+        if self.feed is None or self.revocations is None:
+            return None
+        return self.revocations.size, self.feed.staleness(), self.revocations.applied
 
     async def aclose(self) -> None:
-        """Stop a background key fetch; the verifier stays usable (a later call fetches again)."""
+        """Stop a background key fetch and the revocation follower; the verifier stays usable (a later call
+        fetches again; ``start`` follows the feed again)."""
         await self.jwks.aclose()
         await self.root_keys.aclose()
         await self.service_keys.aclose()
+        if self.feed is not None:
+            await self.feed.aclose()
 
     async def __aenter__(self) -> Self:
+        await self.start()
         return self
 
     async def __aexit__(
