@@ -16,8 +16,8 @@ ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
 TAGGING_URL = os.environ.get("TAGGING_URL", "http://127.0.0.1:8702")
 JOBS_EVERY = float(os.environ.get("IMAGE_STORE_JOBS_EVERY", "60"))  # seconds between two runs of the job queue
 
-verifier = Verifier(issuer=ISSUER, audience="image-store")
 identity = ServiceIdentity("image-store", os.environ["IMAGE_STORE_CLIENT_SECRET"], issuer=ISSUER)
+verifier = Verifier(issuer=ISSUER, audience="image-store", identity=identity)  # follows the revocation feed
 
 
 @dataclass
@@ -64,15 +64,16 @@ async def run_jobs() -> None:
 
 
 @asynccontextmanager
-async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async def every() -> None:
         while True:
             await asyncio.sleep(JOBS_EVERY)
             await run_jobs()
 
-    worker = asyncio.create_task(every())
-    yield
-    worker.cancel()
+    async with verifier.lifespan(app):  # the revocation list is loaded before the first request
+        worker = asyncio.create_task(every())
+        yield
+        worker.cancel()
 
 
 app = FastAPI(title="image store", lifespan=lifespan)

@@ -11,9 +11,9 @@ from chit import Principal, ServiceIdentity, Verifier
 ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
 IMAGE_STORE_URL = os.environ.get("IMAGE_STORE_URL", "http://127.0.0.1:8701")
 
-verifier = Verifier(issuer=ISSUER, audience="tagging")
 identity = ServiceIdentity("tagging", os.environ["TAGGING_CLIENT_SECRET"], issuer=ISSUER)
-app = FastAPI(title="tagging")
+verifier = Verifier(issuer=ISSUER, audience="tagging", identity=identity)  # follows the revocation feed
+app = FastAPI(title="tagging", lifespan=verifier.lifespan)  # the revocation list is loaded before traffic
 
 
 async def fetch_image(image_store: httpx.AsyncClient, image_id: str) -> dict:
