@@ -141,19 +141,22 @@ class FeedTail:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: asyncio.Event | None = None
+        self._starting = asyncio.Lock()
         self.subscribers = 0
 
     async def subscribe(self) -> None:
-        """One more stream reads the tail: the reader runs while any does."""
+        """One more stream reads the tail: the reader runs while any does (one reader, however many
+        streams open at once: the lock keeps a second one from starting while the first starts)."""
         self.subscribers += 1
-        if self._task is None or self._task.done():
-            self._loop = asyncio.get_running_loop()
-            self._changed = asyncio.Condition()
-            self._woken = asyncio.Event()
-            if self.start < 0:
-                self.latest = await anyio.to_thread.run_sync(self.store.last_revocation_event_id)
-                self.start = self.latest
-            self._task = asyncio.create_task(self._follow(), name="chit-feed-tail")
+        async with self._starting:
+            if self._task is None or self._task.done():
+                self._loop = asyncio.get_running_loop()
+                self._changed = asyncio.Condition()
+                self._woken = asyncio.Event()
+                if self.start < 0:
+                    self.latest = await anyio.to_thread.run_sync(self.store.last_revocation_event_id)
+                    self.start = self.latest
+                self._task = asyncio.create_task(self._follow(), name="chit-feed-tail")
 
     def unsubscribe(self) -> None:
         self.subscribers -= 1

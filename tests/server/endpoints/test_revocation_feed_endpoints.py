@@ -381,3 +381,28 @@ def test_a_stream_from_the_start_leaves_out_nothing_still_in_force(
     streams.append(stream)
     everything = feed.events(0)
     assert [e["id"] for e in stream.wait_for(len(everything))] == [e["id"] for e in everything]
+
+
+def test_twenty_streams_at_once_each_carry_the_revocation(chit: ChitServer, feed: Feed, streams: list[Stream]) -> None:
+    start = feed.last_id()
+    opened = at_once(20, lambda _: Stream(feed, **{"Last-Event-ID": str(start)}))
+    streams.extend(opened)
+    assert {stream.status for stream in opened} == {200}
+    token = user(chit, "crowded")
+    httpx.post(chit.url + "/oauth2/revoke", data={"token": token, "client_id": "chit-cli"})
+    for stream in opened:
+        assert [e["value"] for e in stream.wait_for(1)] == [claims_of(token)["jti"]]
+    metrics = httpx.get(chit.url + "/metrics").text
+    assert "chit_feed_subscribers" in metrics
+
+
+def test_a_stream_ends_when_the_token_it_was_opened_with_expires(
+    module_server: ModuleServers, tmp_path: Path, streams: list[Stream]
+) -> None:
+    short = module_server("short-feed", env={"CHIT_ACCESS_TOKEN_TTL": "2", "CHIT_FEED_HEARTBEAT": "1"})
+    service = register_service(short, tmp_path, "image-store", MANIFEST)
+    stream = Stream(Feed(short, service))
+    streams.append(stream)
+    assert stream.status == 200
+    # the follower reconnects with a fresh token and its Last-Event-ID: an expired one reads nothing more
+    assert stream.closed.wait(2 + 1 + 5)
