@@ -7,7 +7,7 @@ import { AuthorizerBuilder, Biscuit, PublicKey, SignatureAlgorithm } from "@bisc
 const request = JSON.parse(readFileSync(0, "utf8"));
 const [algorithm, hex] = request.public_key.split("/");
 if (algorithm !== "ed25519") throw new Error(`unexpected root key algorithm ${algorithm}`);
-try {
+function authorize() {
   const token = Biscuit.fromBase64(request.token, PublicKey.fromString(hex, SignatureAlgorithm.Ed25519));
   const builder = new AuthorizerBuilder();
   // a date literal: biscuit-wasm 0.6 cannot take a JS Date as a datalog parameter
@@ -19,7 +19,20 @@ try {
   builder.addCode('allow if service($s), right($r), $r.starts_with($s + ":");');
   // the default 1 ms budget is too short for a cold WebAssembly start
   builder.buildAuthenticated(token).authorizeWithLimits({ max_facts: 1000, max_iterations: 100, max_time_micro: 100000 });
-  console.log(JSON.stringify({ allowed: true }));
-} catch (error) {
-  console.log(JSON.stringify({ allowed: false, error: String(error?.message ?? JSON.stringify(error)) }));
 }
+
+// buildAuthenticated runs the token's rules within biscuit's default 1 ms, which biscuit-wasm 0.6 offers
+// no way to raise: on a loaded machine a cold first run can exceed it, so a timeout is retried warm
+let outcome = { allowed: true };
+for (let attempt = 1; attempt <= 3; attempt++) {
+  try {
+    authorize();
+    outcome = { allowed: true };
+    break;
+  } catch (error) {
+    const message = String(error?.message ?? JSON.stringify(error));
+    outcome = { allowed: false, error: message };
+    if (!message.includes("Timeout")) break;
+  }
+}
+console.log(JSON.stringify(outcome));
