@@ -1,63 +1,40 @@
-"""The cart → payment → email chain as real services (``tests/chain_services``): a real ``chit serve``, the
-three services as uvicorn processes configured through their environment, each holding the service key
-``chit service key`` handed over.
+"""The cart → payment → email chain of the shop example (``examples/shop``) end to end: a real ``chit
+serve`` with the example's manifests, the three services as uvicorn processes configured through their
+environment, each holding the service key ``chit service key`` handed over.
 
 alice checks out at the cart with her access token; the cart exchanges it for a chit, narrows it to the
 payment and its receipt and signs ``through("cart")``; the payment service checks that it came through the
 cart, narrows it to sending email and signs ``through("payment")``; the email service requires the path
 cart, payment. Tests that need a chit of the chain in hand build it exactly as the services do, with their
-credentials and keys.
+credentials and keys. Each service's own decisions are tested in ``tests/shop``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import biscuit_auth
 import httpx
 import pytest
 from helpers import (
+    ROOT,
     ChitServer,
     ModuleServers,
     ServiceClient,
     ServiceProcess,
     free_port,
-    register_manifest,
+    register_manifest_file,
 )
 from helpers import user_token as login_token
 
 from chit import ServiceKey, attenuate
 
-SERVICES = Path(__file__).parent / "chain_services"
+SHOP = ROOT / "examples" / "shop"
+MODULES = {"cart": "cart", "payment": "payment", "email": "email_service"}  # service id -> its module
 BISCUIT = "urn:chit:token-type:biscuit"
 PASSWORD = "chain-password-1"
-MANIFESTS = {
-    "cart": """\
-id = "cart"
-[permissions]
-"orders:create" = "Check out an order"
-[roles]
-shopper = ["orders:create"]
-[on_behalf]
-permissions = ["cart:orders:create", "payment:charges:create", "email:messages:send"]
-""",
-    "payment": """\
-id = "payment"
-[permissions]
-"charges:create" = "Charge a card"
-[roles]
-payer = ["charges:create"]
-""",
-    "email": """\
-id = "email"
-[permissions]
-"messages:send" = "Send an email"
-[roles]
-recipient = ["messages:send"]
-""",
-}
 TO_PAYMENT = ["payment:charges:create", "email:messages:send"]
 TO_EMAIL = ["email:messages:send"]
 
@@ -89,34 +66,45 @@ class Chain:
         return attenuate(self.minted(), operations=TO_PAYMENT, sign_as=key, public_keys=self.root_keys)
 
     def to_email(self, sign_as: ServiceKey | None = None) -> str:
-        """The payment service's chit for the email service."""
+        """The payment service's chit for the email service, bound to the one request it sends."""
         key = self.keys["payment"] if sign_as is None else sign_as
-        return attenuate(self.to_payment(), operations=TO_EMAIL, sign_as=key, public_keys=self.root_keys)
+        return attenuate(
+            self.to_payment(),
+            operations=TO_EMAIL,
+            method="POST",
+            path="/messages",
+            sign_as=key,
+            public_keys=self.root_keys,
+        )
 
 
 @pytest.fixture(scope="module")
 def chain(module_server: ModuleServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     chit = module_server("chit-chain")
-    directory = tmp_path_factory.mktemp("chain-manifests")
-    secrets = {name: register_manifest(chit, directory, name, text) for name, text in MANIFESTS.items()}
+    secrets = {name: register_manifest_file(chit, SHOP / f"{name}.toml") for name in MODULES}
     keys = {
-        name: ServiceKey(name, chit.cli_ok("service", "key", name, "--json").json()["private_key"])
-        for name in MANIFESTS
+        name: ServiceKey(name, chit.cli_ok("service", "key", name, "--json").json()["private_key"]) for name in MODULES
     }
     chit.add_user("alice", PASSWORD, "--role", "cart:shopper", "--role", "payment:payer", "--role", "email:recipient")
     discovery = httpx.get(chit.url + "/.well-known/openid-configuration", timeout=30).json()
     logs = tmp_path_factory.mktemp("chain-services")
     cart, payment, email = (
-        ServiceProcess(f"{name}_service", SERVICES, free_port(), logs / f"{name}.log") for name in MANIFESTS
+        ServiceProcess(module, SHOP, free_port(), logs / f"{module}.log") for module in MODULES.values()
     )
     for service, name in ((cart, "cart"), (payment, "payment"), (email, "email")):
         key = keys[name]
-        service.env = {"CHIT_ISSUER": chit.url, "CHIT_SERVICE_ID": key.service_id, "CHIT_SERVICE_KEY": key.private_key}
-    cart.env.update(CART_CLIENT_SECRET=secrets["cart"], PAYMENT_URL=payment.url)
+        service.env = {
+            "CHIT_ISSUER": chit.url,
+            f"{name.upper()}_CLIENT_SECRET": secrets[name],
+            "CHIT_SERVICE_ID": key.service_id,
+            "CHIT_SERVICE_KEY": key.private_key,
+        }
+    cart.env["PAYMENT_URL"] = payment.url
     payment.env["EMAIL_URL"] = email.url
     try:
-        for service in (email, payment, cart):
-            service.start()
+        with ThreadPoolExecutor(3) as pool:  # side by side: each waits only for its own start
+            for started in [pool.submit(service.start) for service in (cart, payment, email)]:
+                started.result()
         yield Chain(chit, secrets, keys, discovery["biscuit_public_keys"], cart, payment, email)
     finally:
         for service in (cart, payment, email):
