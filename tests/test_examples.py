@@ -186,6 +186,8 @@ def test_readme_shows_the_example_files_as_they_are() -> None:
         "examples/photos/image_store.py",
         "examples/photos/tagging.py",
         "examples/photos/archiver.py",
+        "examples/photos/moderation.py",
+        "examples/shop/payment.py",
     }
     for path, body in blocks:
         assert (ROOT / path).read_text() == body, path

@@ -85,9 +85,13 @@ class Photos:
         back = access_token(self.exchange("tagging", to_tagging, audience="image-store"))
         return to_tagging, back
 
-    def upload(self, username: str, image_id: str, title: str) -> dict[str, Any]:
+    def upload(self, username: str, image_id: str, title: str, *, tag: bool = False) -> dict[str, Any]:
+        """An image uploaded by ``username``; untagged unless ``tag``, so that a test tags it as it means to."""
         response = httpx.put(
-            f"{self.image_store.url}/images/{image_id}", params={"title": title}, headers=self.headers(username)
+            f"{self.image_store.url}/images/{image_id}",
+            params={"title": title, "tag": tag},
+            headers=self.headers(username),
+            timeout=30,
         )
         assert response.status_code == 200, response.text
         image: dict[str, Any] = response.json()
@@ -111,6 +115,7 @@ def photos(module_server: ModuleServers, tmp_path_factory: pytest.TempPathFactor
     }
     roles = ("--role", "image-store:owner", "--role", "tagging:editor")
     users = {name: chit.add_user(name, PASSWORD, *roles)["id"] for name in ("alice", "bob", "erin")}
+    users["frank"] = chit.add_user("frank", PASSWORD, "--role", "image-store:owner")["id"]  # tagging not for him
     logs = tmp_path_factory.mktemp("photo-services")
     image_store = ServiceProcess("image_store", PHOTOS, free_port(), logs / "image_store.log")
     tagging = ServiceProcess("tagging", PHOTOS, free_port(), logs / "tagging.log")
@@ -146,6 +151,36 @@ def account_of(photos: Photos, service: str) -> str:
 
 
 # --- now, for a user ----------------------------------------------------------------------------------
+
+
+def test_an_upload_comes_back_tagged_with_its_location_for_the_uploader(photos: Photos) -> None:
+    uploaded = photos.upload("alice", "porto", "Sunrise over the River in Porto", tag=True)
+    assert uploaded["tags"] == ["over", "river", "sunrise", "the"]
+    assert uploaded["location"] == "Porto"
+    assert uploaded["tagged_by"] == ["tagging", "image-store"]  # tagging acting for alice, through the store
+    assert photos.image("porto") == uploaded
+    exchanges = [e for e in photos.audit("token.issued") if e["subject"] == photos.users["alice"] and e["actors"]]
+    assert ("tagging", ["tagging", "image-store"]) in [(e["client_id"], e["actors"]) for e in exchanges]
+
+
+def test_an_upload_by_a_user_who_does_not_let_tagging_write_stays_untagged(photos: Photos) -> None:
+    uploaded = photos.upload("frank", "franks", "Lunch in Rome", tag=True)
+    assert (uploaded["tags"], uploaded["location"], uploaded["tagged_by"]) == ([], None, [])
+
+
+def test_tagging_acting_for_alice_cannot_write_tags_or_location_on_bobs_upload(photos: Photos) -> None:
+    bobs = photos.upload("bob", "ferry", "Ferry in Lisbon", tag=True)
+    assert (bobs["tags"], bobs["location"]) == (["ferry"], "Lisbon")  # tagged for bob, by his own upload
+    _to_tagging, back = photos.chain("alice")
+    refused = httpx.put(
+        f"{photos.image_store.url}/images/ferry/tags",
+        json=["mine"],
+        params={"location": "Elsewhere"},
+        headers={"Authorization": f"Bearer {back}"},
+    )
+    assert refused.status_code == 403, refused.text
+    assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+    assert photos.image("ferry", "bob") == bobs
 
 
 def test_tagging_acting_for_alice_writes_the_tags_on_her_image(photos: Photos) -> None:

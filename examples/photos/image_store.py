@@ -1,16 +1,19 @@
 """The photo example's image store: a FastAPI service that decides locally with chit, and has the
-tagging service tag a user's image, now or later, acting for that user."""
+tagging service tag a user's image, acting for that user: during the upload, on request, or later.
+
+An image is flagged explicit by its owner, when she uploads it. The moderation service may delete a
+flagged image of anyone, and no other: a moderator never decides alone what is explicit."""
 
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
 
 import httpx
 from fastapi import FastAPI, HTTPException, Security
 
-from chit import OAuth2Error, Principal, ServiceIdentity, Verifier
+from chit import InsufficientScopeError, OAuth2Error, Principal, ServiceIdentity, Verifier
 
 ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
 TAGGING_URL = os.environ.get("TAGGING_URL", "http://127.0.0.1:8702")
@@ -27,6 +30,8 @@ class Image:
     title: str
     tags: list[str] = field(default_factory=list)
     tagged_by: list[str] = field(default_factory=list)  # the services that wrote the tags, current actor first
+    explicit: bool = False  # flagged by the owner: the moderation service may delete it
+    location: str | None = None  # where it was taken, as the tagging service found out
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +52,12 @@ def load(image_id: str) -> Image:
     if image_id not in IMAGES:
         raise HTTPException(404, "no such image")
     return IMAGES[image_id]
+
+
+async def tag_for_user(image_id: str) -> httpx.Response:
+    """Ask the tagging service to tag the image for the user of the request: her token, exchanged."""
+    async with httpx.AsyncClient(base_url=TAGGING_URL) as tagging:
+        return await tagging.post(f"/images/{image_id}/suggest", auth=identity.for_user("tagging"))
 
 
 async def run_jobs() -> None:
@@ -87,13 +98,20 @@ async def list_images(principal: Principal = Security(verifier, scopes=["image-s
 
 @app.put("/images/{image_id}")
 async def upload_image(
-    image_id: str, title: str, principal: Principal = Security(verifier, scopes=["image-store:images:write"])
+    image_id: str,
+    title: str,
+    explicit: bool = False,
+    tag: bool = True,
+    principal: Principal = Security(verifier, scopes=["image-store:images:write"]),
 ) -> dict:
     principal.require_actor(None)  # the user herself, never a service acting for her
     if image_id in IMAGES:  # replacing is for the owner only
         principal.require_owner(IMAGES[image_id].owner_id)
-    IMAGES[image_id] = Image(image_id, principal.subject, title)
-    return IMAGES[image_id].as_dict()
+    IMAGES[image_id] = Image(image_id, principal.subject, title, explicit=explicit)
+    if tag and principal.can("tagging:tags:write"):  # tagged for her before the answer, if she lets tagging
+        with suppress(OAuth2Error, httpx.HTTPError):  # else the upload stands untagged: POST .../tagging retries
+            await tag_for_user(image_id)
+    return load(image_id).as_dict()
 
 
 @app.get("/images/{image_id}")
@@ -113,14 +131,33 @@ async def delete_image(
     del IMAGES[image_id]
 
 
+@app.get("/flagged")
+async def list_flagged(principal: Principal = Security(verifier, scopes=["image-store:images:moderate"])) -> list[dict]:
+    """Only what moderation needs of the flagged images: which, and whose; never their content."""
+    return [{"id": i.id, "owner_id": i.owner_id} for i in IMAGES.values() if i.explicit]
+
+
+@app.delete("/flagged/{image_id}", status_code=204)
+async def delete_flagged(
+    image_id: str, principal: Principal = Security(verifier, scopes=["image-store:images:moderate"])
+) -> None:
+    if not load(image_id).explicit:  # moderating deletes what is flagged explicit, nothing else
+        raise InsufficientScopeError(f"image {image_id} is not flagged explicit")
+    del IMAGES[image_id]
+
+
 @app.put("/images/{image_id}/tags")
 async def write_tags(
-    image_id: str, tags: list[str], principal: Principal = Security(verifier, scopes=["image-store:images:write"])
+    image_id: str,
+    tags: list[str],
+    location: str | None = None,  # left as it is when not given
+    principal: Principal = Security(verifier, scopes=["image-store:images:write"]),
 ) -> dict:
     principal.require_actor(None, "tagging")  # the owner, or the tagging service acting for her
     image = load(image_id)
     principal.require_owner(image.owner_id)
     image.tags, image.tagged_by = tags, [actor.name for actor in principal.actors]
+    image.location = location or image.location
     return image.as_dict()
 
 
@@ -130,8 +167,7 @@ async def tag_now(
     principal: Principal = Security(verifier, scopes=["image-store:images:write", "tagging:tags:write"]),
 ) -> dict:
     principal.require_owner(load(image_id).owner_id)
-    async with httpx.AsyncClient(base_url=TAGGING_URL) as tagging:  # for the user: her token, exchanged
-        response = await tagging.post(f"/images/{image_id}/suggest", auth=identity.for_user("tagging"))
+    response = await tag_for_user(image_id)
     if response.is_error:
         raise HTTPException(502, f"the tagging service answered {response.status_code}")
     return load(image_id).as_dict()

@@ -1,5 +1,5 @@
 """The photo example's tagging service: it reads an image with its own service account, suggests tags
-and writes them back to the image store for the user it acts for."""
+and a location, and writes them back to the image store for the user it acts for."""
 
 import os
 
@@ -28,9 +28,15 @@ async def suggest_tags(image_id: str, principal: Principal = Security(verifier, 
     principal.require_actor(None, "image-store")  # the user, or the image store acting for her
     async with httpx.AsyncClient(base_url=IMAGE_STORE_URL) as image_store:
         image = await fetch_image(image_store, image_id)
-        tags = sorted({word.lower() for word in image["title"].split()})  # the analysis, kept simple
+        subject, _, place = image["title"].partition(" in ")  # the analysis, kept simple: "Sunset in Porto"
+        tags = sorted({word.lower() for word in subject.split()})
         # writing is for the user: her token (through the image store) exchanged for one to the image store
-        written = await image_store.put(f"/images/{image_id}/tags", json=tags, auth=identity.for_user("image-store"))
+        written = await image_store.put(
+            f"/images/{image_id}/tags",
+            json=tags,
+            params={"location": place} if place else {},
+            auth=identity.for_user("image-store"),
+        )
     if written.is_error:
         raise HTTPException(written.status_code, written.json()["detail"])
     return written.json()

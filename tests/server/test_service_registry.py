@@ -112,7 +112,7 @@ def test_register_the_photo_example_creates_each_services_client(chit: ChitServe
     assert len(secret) >= 32
 
     human = chit.cli_ok("service", "register", str(PHOTOS / "image-store.toml"))
-    assert "Registered service image-store: 4 permissions, 3 roles" in human.stdout
+    assert "Registered service image-store: 5 permissions, 3 roles" in human.stdout
     match = re.search(r"^client_secret: (\S+)$", human.stdout, re.MULTILINE)
     assert match, human.stdout
     assert "(shown once)" in human.stdout
