@@ -175,6 +175,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp(f"revocation-{backend}")
     chit = ChitServer(root / "data", free_port())
     chit.start(*(["--redis-url", redis_url] if redis_url else []))
+    found: World | None = None
     try:
         secrets = {}
         for name, text in (
@@ -202,7 +203,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             list(pool.map(found.start_service, ["svc-a", "svc-b"]))
         yield found
     finally:
-        for service in getattr(locals().get("found"), "services", []):
+        for service in found.services if found is not None else []:
             service.stop()
         chit.stop()
 

@@ -275,6 +275,7 @@ class Stream:
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.comments: list[str] = []
         self.status = 0
+        self.error: httpx.HTTPError | None = None
         self.closed = threading.Event()
         self._stop = threading.Event()
         self._opened = threading.Event()
@@ -304,6 +305,8 @@ class Stream:
                     else:
                         name, _, value = line.partition(":")
                         fields[name] = value.strip()
+        except httpx.HTTPError as exc:  # the server went away mid-stream (a module's servers stop last)
+            self.error = exc
         finally:
             self._opened.set()
             self.closed.set()
