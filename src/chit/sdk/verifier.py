@@ -35,6 +35,7 @@ HTTP to ``bearer_token`` / ``verify`` / ``authorize`` and errors back to the ans
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
@@ -234,6 +235,7 @@ class TokenVerifier:
             )
         elif redis_url is not None:
             raise TypeError("redis_url needs the service's identity to follow the revocation feed with")
+        self._refetches: set[asyncio.Task[None]] = set()  # key refetches a key revocation started
         self._bootstrap_deadline: float | None = None  # after it, verify no longer waits for the bootstrap
         self.stats = VerifierStats()
         measure(self)
@@ -368,6 +370,22 @@ class TokenVerifier:
         if self.cache is not None:
             self.cache.clear()
         log.warning("key %s of %s was revoked: every token it signed is refused", key_id, self.issuer)
+        # the issuer rotated at once: fetch its new keys now, not after the cool-down of a fetch made in
+        # the last seconds, so that the first token the new keys sign is accepted
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for client in (self.jwks, self.root_keys):
+            task = loop.create_task(self._refetch(client))
+            self._refetches.add(task)
+            task.add_done_callback(self._refetches.discard)
+
+    async def _refetch(self, client: JwksClient | RootKeysClient) -> None:
+        try:
+            await client.refresh()
+        except Exception as exc:  # the keys in hand stay; an unknown kid refetches again after the cool-down
+            log.warning("refetching the keys of %s after a key revocation failed: %s", self.issuer, exc)
 
     def authorize(
         self,
