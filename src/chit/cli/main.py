@@ -14,6 +14,7 @@ from chit.cli import (
     audit,
     clients,
     delegations,
+    demo,
     init,
     keys,
     revocations,
@@ -99,6 +100,7 @@ def add_group(sub: typer.Typer, name: str) -> None:
 
 
 app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
 app.command("init")(init.init)
 add_group(users.app, "user")
 add_group(clients.app, "client")
