@@ -143,6 +143,19 @@ def test_logout_everywhere_ends_every_token_and_session_and_the_next_login_works
     assert sorted(audited["detail"]["sessions"]) == sessions
 
 
+def test_a_login_in_the_second_of_a_logout_everywhere_gives_tokens_that_work(setup: Setup) -> None:
+    chit, ledger = setup.chit, setup.ledger
+    chit.add_user("erin-again", PASSWORD)
+    while time.time() % 1 > 0.2:  # the logout early in a second, so that the login falls in the same one
+        time.sleep(0.01)
+    chit.cli_ok("user", "logout-everywhere", "erin-again")
+    access, refresh_token = logged_in(chit, "erin-again")
+
+    assert claims_of(access)["iat"] >= setup.feed(setup.cursor() - 1)[-1]["not_before"]
+    assert ledger.introspect(access)["active"] is True
+    assert refresh(chit, refresh_token).status_code == 200
+
+
 def test_logout_everywhere_prints_what_it_did(setup: Setup) -> None:
     setup.chit.add_user("gail", PASSWORD)
     logged_in(setup.chit, "gail")

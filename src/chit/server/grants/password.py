@@ -7,6 +7,7 @@ attempt is counted before its password is checked, and a success takes it back.
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from chit.errors import InvalidGrantError
@@ -19,6 +20,14 @@ from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
 from chit.server.throttle import LoginThrottle, ThrottlePolicy
 
 LOGIN_FAILED = "invalid username or password"
+
+
+def wait_out_revocation(server: AuthServer, revoked_before: int) -> None:
+    """A login in the second of a logout everywhere (or of disabling) waits for that second to end:
+    whole-second ``iat`` makes everything issued in it revoked, and the new tokens would be born dead."""
+    wait = revoked_before - server.clock()
+    if 0 < wait <= 1:
+        time.sleep(wait)
 
 
 class PasswordGrant:
@@ -53,6 +62,7 @@ class PasswordGrant:
             )
             raise InvalidGrantError(LOGIN_FAILED)
         self.throttle.succeeded(attempt, server.now())
+        wait_out_revocation(server, user.revoked_before)
 
         available = intersect(parse_permissions(store.permissions_of(user.id)), client_cap(request.client.scope))
         granted = select_scope(available, wanted)
