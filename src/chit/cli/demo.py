@@ -142,7 +142,8 @@ def demo(
     console = Console(highlight=False, emoji=False)
     began = time.monotonic()
     given_ports = parse_service_ports(service_port)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl+C and SIGTERM stop the demo and what it started, even where SIGINT came ignored (a background job)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     scratch = Path(tempfile.mkdtemp(prefix="chit-demo-")) if data_dir is None else None
     processes: list[Process] = []
     failed = False
@@ -189,7 +190,7 @@ def demo(
         else:
             console.print(f"[bold green]All {len(results)} steps were decided as expected[/]")
         if once:
-            return
+            raise typer.Exit(1 if failed else 0)  # a bare return would skip the exit code below
         try_it(console, issuer, urls, provisioned.admin_password)
         ended = watch(processes)
         failed = True
@@ -201,10 +202,12 @@ def demo(
         console.print("\nStopping…")
     finally:
         stop_all(processes)
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if processes:
-            console.print(f"Stopped the {len(processes)} processes the demo started")
-        if scratch is not None and not failed:
+            count = len(processes)
+            console.print(f"Stopped the {count} processes the demo started" if count > 1 else "Stopped the auth server")
+        if scratch is not None and not (failed and processes):  # logs to keep only once a process ran
             shutil.rmtree(scratch, ignore_errors=True)
         elif scratch is not None:
             console.print(f"(logs kept in {scratch / 'chit-data' / 'logs'})")

@@ -126,9 +126,12 @@ def start_all(processes: Iterable[Process]) -> None:
     started = list(processes)
     for process in started:
         process.start()
-    with ThreadPoolExecutor(max(1, len(started))) as pool:
+    pool = ThreadPoolExecutor(max(1, len(started)))
+    try:
         for waited in [pool.submit(process.wait_ready) for process in started]:
             waited.result()
+    finally:  # interrupted, or one failed: the waits left end as their processes are stopped
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def stop_all(processes: Iterable[Process]) -> None:
