@@ -152,7 +152,7 @@ def demo(
         check_examples(folder)
         options = {AUTH_SERVER: "--port"} | {s.id: f"--service-port {s.id}=..." for s in SERVERS}
         ports = assign_ports({AUTH_SERVER: port} | {s.id: given_ports.get(s.id) for s in SERVERS}, options)
-        data = (scratch / "chit-data") if scratch is not None else data_dir.resolve()  # type: ignore[union-attr]
+        data = scratch / "chit-data" if scratch is not None else Path(str(data_dir)).resolve()
         issuer = f"http://127.0.0.1:{ports[AUTH_SERVER]}"
         console.print(f"chit {chit.__version__} demo: data in {data}")
         provisioned = provision(data, ports[AUTH_SERVER], folder)
