@@ -11,11 +11,8 @@ from chit import ServiceIdentity
 
 IMAGE_STORE_URL = os.environ.get("IMAGE_STORE_URL", "http://127.0.0.1:8701")
 
-identity = ServiceIdentity(
-    "archiver",
-    os.environ["ARCHIVER_CLIENT_SECRET"],
-    issuer=os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700"),
-)
+# ARCHIVER_CLIENT_SECRET, and the auth server at CHIT_ISSUER (http://127.0.0.1:8700 unless set); unset, it exits
+identity = ServiceIdentity.from_env("archiver")
 
 
 async def archive() -> list[dict]:

@@ -19,7 +19,7 @@ ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
 TAGGING_URL = os.environ.get("TAGGING_URL", "http://127.0.0.1:8702")
 JOBS_EVERY = float(os.environ.get("IMAGE_STORE_JOBS_EVERY", "60"))  # seconds between two runs of the job queue
 
-identity = ServiceIdentity("image-store", os.environ["IMAGE_STORE_CLIENT_SECRET"], issuer=ISSUER)
+identity = ServiceIdentity.from_env("image-store", issuer=ISSUER)  # IMAGE_STORE_CLIENT_SECRET; unset, it exits
 verifier = Verifier(issuer=ISSUER, audience="image-store", identity=identity)  # follows the revocation feed
 
 

@@ -16,7 +16,7 @@ from chit import Principal, ServiceIdentity, Verifier
 ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
 IMAGE_STORE_URL = os.environ.get("IMAGE_STORE_URL", "http://127.0.0.1:8701")
 
-identity = ServiceIdentity("moderation", os.environ["MODERATION_CLIENT_SECRET"], issuer=ISSUER)
+identity = ServiceIdentity.from_env("moderation", issuer=ISSUER)  # MODERATION_CLIENT_SECRET; unset, it exits
 verifier = Verifier(issuer=ISSUER, audience="moderation", identity=identity)  # follows the revocation feed
 app = FastAPI(title="moderation", lifespan=verifier.lifespan)  # the revocation list is loaded before traffic
 

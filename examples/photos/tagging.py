@@ -11,7 +11,7 @@ from chit import Principal, ServiceIdentity, Verifier
 ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
 IMAGE_STORE_URL = os.environ.get("IMAGE_STORE_URL", "http://127.0.0.1:8701")
 
-identity = ServiceIdentity("tagging", os.environ["TAGGING_CLIENT_SECRET"], issuer=ISSUER)
+identity = ServiceIdentity.from_env("tagging", issuer=ISSUER)  # TAGGING_CLIENT_SECRET; unset, it exits saying how
 verifier = Verifier(issuer=ISSUER, audience="tagging", identity=identity)  # follows the revocation feed
 app = FastAPI(title="tagging", lifespan=verifier.lifespan)  # the revocation list is loaded before traffic
 

@@ -17,9 +17,10 @@ PAYMENT_URL = os.environ.get("PAYMENT_URL", "http://127.0.0.1:8712")
 BISCUIT = "urn:chit:token-type:biscuit"  # asks the token exchange for a chit rather than a JWT
 HANDED_ON = ["payment:charges:create", "email:messages:send"]  # the payment and its receipt, none of the cart's
 
-identity = ServiceIdentity("cart", os.environ["CART_CLIENT_SECRET"], issuer=ISSUER)
-verifier = Verifier(issuer=ISSUER, audience="cart", identity=identity)  # follows the revocation feed
-service_key = ServiceKey.from_env()  # CHIT_SERVICE_ID=cart, CHIT_SERVICE_KEY from `chit service key cart`
+identity = ServiceIdentity.from_env("cart", issuer=ISSUER)  # CART_CLIENT_SECRET; unset, it exits saying how
+service_key = ServiceKey.from_env("cart")  # CHIT_SERVICE_KEY from `chit service key cart`; unset, it exits
+# follows the revocation feed; at startup, checks that the auth server publishes this service key
+verifier = Verifier(issuer=ISSUER, audience="cart", identity=identity, service_key=service_key)
 app = FastAPI(title="cart", lifespan=verifier.lifespan)  # the revocation list is loaded before traffic
 
 

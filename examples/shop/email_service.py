@@ -10,7 +10,7 @@ from chit import Principal, ServiceIdentity, Verifier
 
 ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
 
-identity = ServiceIdentity("email", os.environ["EMAIL_CLIENT_SECRET"], issuer=ISSUER)
+identity = ServiceIdentity.from_env("email", issuer=ISSUER)  # EMAIL_CLIENT_SECRET; unset, it exits saying how
 verifier = Verifier(issuer=ISSUER, audience="email", identity=identity)  # follows the revocation feed
 app = FastAPI(title="email", lifespan=verifier.lifespan)  # the revocation list is loaded before traffic
 

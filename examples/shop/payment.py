@@ -12,10 +12,12 @@ from chit import ChitForwarder, Principal, ServiceIdentity, ServiceKey, Verifier
 ISSUER = os.environ.get("CHIT_ISSUER", "http://127.0.0.1:8700")
 EMAIL_URL = os.environ.get("EMAIL_URL", "http://127.0.0.1:8713")
 
-identity = ServiceIdentity("payment", os.environ["PAYMENT_CLIENT_SECRET"], issuer=ISSUER)
-verifier = Verifier(issuer=ISSUER, audience="payment", identity=identity)  # follows the revocation feed
-# CHIT_SERVICE_ID=payment, CHIT_SERVICE_KEY from `chit service key payment`; bound to the one request it sends
-to_email = ChitForwarder(operations=["email:messages:send"], bind_request=True, service_key=ServiceKey.from_env())
+identity = ServiceIdentity.from_env("payment", issuer=ISSUER)  # PAYMENT_CLIENT_SECRET; unset, it exits saying how
+service_key = ServiceKey.from_env("payment")  # CHIT_SERVICE_KEY from `chit service key payment`
+# follows the revocation feed; at startup, checks that the auth server publishes this service key
+verifier = Verifier(issuer=ISSUER, audience="payment", identity=identity, service_key=service_key)
+# bound to the one request it sends
+to_email = ChitForwarder(operations=["email:messages:send"], bind_request=True, service_key=service_key)
 app = FastAPI(title="payment", lifespan=verifier.lifespan)  # the revocation list is loaded before traffic
 
 

@@ -7,7 +7,7 @@
     email = httpx.AsyncClient(base_url=EMAIL_URL, auth=ChitForwarder(operations=["email:messages:send"]))
     # email: nothing to hand on; its routes require email:messages:send as usual
 
-Proof of the path: with ``service_key=ServiceKey.from_env()`` (``sign_as=`` for ``attenuate``) the service
+Proof of the path: with ``service_key=ServiceKey.from_env("cart")`` (``sign_as=`` for ``attenuate``) the service
 also appends a third-party block ``through("<its id>")`` signed with its own service key (the private half
 ``chit service key SERVICE_ID`` hands over). Downstream, ``principal.require_path("cart", "payment")``
 holds only for blocks signed by the keys the auth server publishes for those services.
@@ -43,6 +43,14 @@ from chit.core.chit_authorizer import (
 )
 from chit.sdk import context
 from chit.sdk.identity import BearerOrFallback
+from chit.sdk.settings import (
+    SERVICE_ID_VARIABLE,
+    SERVICE_KEY_VARIABLE,
+    invalid_service_key,
+    missing_service_key,
+    other_service_id,
+    stop,
+)
 
 
 class RootKeyRegistry:
@@ -65,8 +73,6 @@ class RootKeyRegistry:
 
 
 KNOWN_ROOT_KEYS = RootKeyRegistry()
-SERVICE_ID_VARIABLE = "CHIT_SERVICE_ID"
-SERVICE_KEY_VARIABLE = "CHIT_SERVICE_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +90,29 @@ class ServiceKey:
         object.__setattr__(self, "public_key", service_public_key(self.private_key))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceKey:
-        """The key named by ``CHIT_SERVICE_ID`` and ``CHIT_SERVICE_KEY``; ``ValueError`` when one is missing."""
+    def from_env(cls, service_id: str | None = None, *, environ: Mapping[str, str] | None = None) -> ServiceKey:
+        """The key in ``CHIT_SERVICE_KEY`` (``environ``, by default the process's), of ``service_id``, else of
+        the service ``CHIT_SERVICE_ID`` names (which, when set, must name ``service_id``).
+
+        Meant for a service's startup: a key that is missing, is not one, or belongs to another service
+        ends the process (``SystemExit``, status 1) with a message naming the variables and
+        ``chit service key <id>``, which uvicorn prints without a traceback. Code that wants a
+        ``ValueError`` instead builds ``ServiceKey(service_id, private_key)`` itself. Whether the auth server
+        publishes this key for the service is checked by a verifier given it (``service_key=``) at startup."""
+        if service_id is not None and not isinstance(service_id, str):
+            raise TypeError("from_env takes the service id; the environment goes in environ=")
         source = os.environ if environ is None else environ
-        service_id, private_key = source.get(SERVICE_ID_VARIABLE), source.get(SERVICE_KEY_VARIABLE)
+        named = source.get(SERVICE_ID_VARIABLE, "").strip()
+        if service_id and named and named != service_id:
+            stop(other_service_id(service_id, named))
+        service_id = service_id or named
+        private_key = source.get(SERVICE_KEY_VARIABLE, "").strip()
         if not service_id or not private_key:
-            raise ValueError(f"set {SERVICE_ID_VARIABLE} and {SERVICE_KEY_VARIABLE} (chit service key SERVICE_ID)")
-        return cls(service_id, private_key)
+            stop(missing_service_key(service_id))
+        try:
+            return cls(service_id, private_key)
+        except ValueError:
+            stop(invalid_service_key(service_id))
 
 
 def attenuate(

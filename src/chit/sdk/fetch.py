@@ -305,12 +305,13 @@ class SingleFlight(Generic[T]):
         self.error = None
 
     def _failed(self, error: Exception) -> None:
+        level = logging.WARNING if self.error is None else logging.INFO  # once per outage, not per retry
         self.error = error
         fetched = self._fetched
         if fetched is not None:
             self.renew_at = max(self.renew_at, self.clock() + self.retry_pause)
         kept = "keeping the last good one" if fetched is not None else "none in hand"
-        log.warning("could not fetch %s (%s: %s); %s", self.what, type(error).__name__, error, kept)
+        log.log(level, "could not fetch %s (%s: %s); %s", self.what, type(error).__name__, error, kept)
 
     def _outcome(self, installed: bool) -> T:
         fetched = self._fetched

@@ -13,13 +13,17 @@ and keeps the exchanged tokens, ``exchange`` the single call; ``defer`` turns th
 deferred-delegation handle that a later job redeems with ``with_delegation``.
 
 ``ForwardedToken`` sends the token of the request being handled (``chit.sdk.context``) instead.
+
+``ServiceIdentity.from_env("cart")`` is the service's own, read from its environment at startup
+(``chit.sdk.settings``): a missing secret ends the process with a message naming the fix.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Self
@@ -51,6 +55,7 @@ from chit.sdk.delegation import (
     token_hash,
 )
 from chit.sdk.fetch import FETCH_TIMEOUT, Fetched, HttpGetter, Reply, SingleFlight
+from chit.sdk.settings import DEFAULT_ISSUER, ISSUER_VARIABLE, client_secret_variable, missing_client_secret, stop
 
 DEFAULT_REFRESH_BEFORE = 60.0
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post"]
@@ -113,6 +118,33 @@ class ServiceIdentity(httpx.Auth):
         self._delegated = DelegatedTokens(max_delegated_tokens, clock)
         self.requests = 0  # client_credentials requests sent, for tests and metrics
         self.exchanges = 0  # token-exchange requests sent, for tests and metrics
+
+    @classmethod
+    def from_env(
+        cls,
+        client_id: str,
+        *,
+        issuer: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        scope: Iterable[str] | None = None,
+        auth_method: ClientAuthMethod = "client_secret_basic",
+        timeout: float = FETCH_TIMEOUT,
+    ) -> ServiceIdentity:
+        """The service's identity as its environment (``environ``, by default the process's) configures it:
+        the secret from ``<CLIENT_ID>_CLIENT_SECRET`` (``cart``: ``CART_CLIENT_SECRET``; ``image-store``:
+        ``IMAGE_STORE_CLIENT_SECRET``), the auth server from ``issuer``, else ``CHIT_ISSUER``, else
+        ``http://127.0.0.1:8700``.
+
+        Meant for a service's startup: when the secret is missing or empty it ends the process
+        (``SystemExit``, status 1) with a message naming the variable and the command that printed the
+        secret, which uvicorn prints without a traceback. Code that wants an exception instead builds
+        ``ServiceIdentity(client_id, secret, issuer=...)`` itself."""
+        source = os.environ if environ is None else environ
+        secret = source.get(client_secret_variable(client_id), "").strip()
+        if not secret:
+            stop(missing_client_secret(client_id))
+        issuer = issuer or source.get(ISSUER_VARIABLE) or DEFAULT_ISSUER
+        return cls(client_id, secret, issuer=issuer, scope=scope, auth_method=auth_method, timeout=timeout)
 
     def __repr__(self) -> str:  # never let the secret reach a log
         return f"ServiceIdentity(client_id={self.client_id!r}, token_url={self.token_url!r})"

@@ -49,6 +49,7 @@ from chit.revocation.base import REVOCATION_KINDS, RevocationEvent
 from chit.revocation.list import RevocationList
 from chit.sdk.fetch import FETCH_TIMEOUT, is_secure_url
 from chit.sdk.identity import ServiceIdentity
+from chit.sdk.settings import explain
 
 log = logging.getLogger("chit.sdk")
 
@@ -167,6 +168,7 @@ class RevocationFeed:
         self._stale_timer: asyncio.TimerHandle | None = None
         self.bootstrapped = False
         self.last_error: str | None = None
+        self.last_failure: BaseException | None = None  # the error last_error describes
         self.polls = 0  # poll requests answered, for tests and metrics
         self.connections = 0  # streams or Redis subscriptions opened
         self.next_attempt_at: float | None = None  # when the follower tries again after a failure
@@ -287,17 +289,21 @@ class RevocationFeed:
             delay = min(delay * 2, self.max_reconnect_delay)
 
     def _failed(self, what: str, error: BaseException, delay: float) -> None:
-        if self.last_error is None:
-            log.warning("could not %s (%s: %s); retrying", what, type(error).__name__, error)
+        explained = explain(error, self.issuer, self.identity.client_id)
+        level = logging.WARNING if self.last_error is None else logging.INFO  # once per outage, not per retry
+        if explained is not None:
+            log.log(level, "%s (could not %s; retrying)", explained, what)
         else:
-            log.info("could not %s (%s: %s); retrying", what, type(error).__name__, error)
+            log.log(level, "could not %s (%s: %s); retrying", what, type(error).__name__, error)
         self.last_error = f"{type(error).__name__}: {error}"
+        self.last_failure = error
         self.next_attempt_at = self.monotonic() + delay
 
     def _recovered(self, what: str) -> None:
         if self.last_error is not None:
             log.warning("could %s again (after %s)", what, self.last_error)
         self.last_error = None
+        self.last_failure = None
         self.next_attempt_at = None
 
     def _jittered(self, delay: float) -> float:

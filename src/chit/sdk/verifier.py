@@ -27,6 +27,12 @@ default: every method but GET, HEAD and OPTIONS) with ``RevocationsStaleError``,
 ``Retry-After``; reads go on with the list in hand. Counts for Prometheus are kept in plain integers
 (``chit.sdk.metrics``).
 
+Given the service's own ``service_key`` (``ServiceKey``, what it signs its hops with), ``start`` checks that
+the issuer publishes that key for the service: a key that is not the one registered cannot prove any hop.
+Trouble with the settings is told in words that name the fix (``chit.sdk.settings``): an issuer that
+cannot be reached, a client secret it refuses (logged, and tried again), a service key it does not
+publish (``lifespan`` ends the process; found later, it is logged as an error).
+
 Verification is CPU-bound and holds the GIL, so it runs inline in the caller's event loop: a thread
 pool would only add hand-off cost. Adapters (``chit.sdk.fastapi``, ``chit.sdk.starlette``) only translate
 HTTP to ``bearer_token`` / ``verify`` / ``authorize`` and errors back to the answers of ``chit.answers``
@@ -37,9 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self, TypedDict
@@ -59,14 +67,14 @@ from chit.core.chit_authorizer import (
 from chit.core.jwt import DEFAULT_LEEWAY, MAX_TOKEN_SIZE, AccessTokenDecoder, UnknownKeyError
 from chit.core.keys import ALGORITHMS
 from chit.core.paths import TOKEN_PATH
-from chit.errors import InsufficientScopeError, InvalidTokenError, RevocationsStaleError
+from chit.errors import ConfigurationError, InsufficientScopeError, InvalidTokenError, RevocationsStaleError
 from chit.errors import InvalidBearerRequestError as InvalidBearerRequestError
 from chit.errors import MissingTokenError as MissingTokenError
 from chit.policy.principals import Actor, DecisionSink, Principal, principal_from_claims
 from chit.revocation.base import RevocationCheck, TokenRevocationCheck, as_revocation_check
 from chit.revocation.list import RevocationList
 from chit.sdk.cache import DEFAULT_MAX_ENTRIES, VerifiedTokenCache
-from chit.sdk.chits import KNOWN_ROOT_KEYS
+from chit.sdk.chits import KNOWN_ROOT_KEYS, ServiceKey
 from chit.sdk.decisions import DecisionLog
 from chit.sdk.fetch import FETCH_TIMEOUT
 from chit.sdk.identity import ServiceIdentity
@@ -80,12 +88,15 @@ from chit.sdk.jwks_client import (
 )
 from chit.sdk.metrics import VerifierStats, measure
 from chit.sdk.revocation_feed import BOOTSTRAP_TIMEOUT, POLL_INTERVAL, RevocationFeed
+from chit.sdk.settings import explain, unregistered_service_key
 
 log = logging.getLogger("chit.sdk")
 
 REVOKED = "token has been revoked"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_MAX_STALENESS = 30.0
+STARTUP_FAILURE = 3  # the exit status uvicorn gives a failed startup; gunicorn stops booting workers on it
+KEY_CHECK_RETRY = (1.0, 30.0)  # first and longest pause between tries to check the service key
 StalePolicy = Callable[[str | None, frozenset[str]], bool]
 """Whether to refuse a request (its method, None when unknown, and the permissions its route requires)
 while the revocation list is stale."""
@@ -119,6 +130,7 @@ class VerifierOptions(TypedDict, total=False):
     decisions: DecisionSink | bool
     clock: Callable[[], float]
     chit_limits: ChitLimits | None
+    service_key: ServiceKey | None
 
 
 class TokenVerifier:
@@ -137,6 +149,11 @@ class TokenVerifier:
     keeps, ``feed`` the follower. Past ``max_staleness`` seconds without the feed confirming the list,
     ``authorize`` refuses what ``fail_closed(method, permissions)`` names (``refuse_writes``).
     ``revocation``, a list of the service's own, is consulted as well.
+
+    ``service_key`` (the service's ``ServiceKey``) is checked against the keys the issuer publishes when
+    the verifier starts: ``start`` raises ``ConfigurationError`` naming the fix when the issuer publishes
+    another key for the service (or none); while the issuer cannot be reached, the check is tried again in
+    the background, and a mismatch found then is logged as an error.
     """
 
     def __init__(
@@ -162,6 +179,7 @@ class TokenVerifier:
         decisions: DecisionSink | bool = True,
         clock: Callable[[], float] = time.time,
         chit_limits: ChitLimits | None = None,
+        service_key: ServiceKey | None = None,
     ) -> None:
         if not isinstance(issuer, str) or not issuer:
             raise TypeError("issuer must be a non-empty string")
@@ -236,6 +254,9 @@ class TokenVerifier:
         elif redis_url is not None:
             raise TypeError("redis_url needs the service's identity to follow the revocation feed with")
         self._refetches: set[asyncio.Task[None]] = set()  # key refetches a key revocation started
+        self.service_key = service_key
+        self.service_key_checked = service_key is None  # True once the issuer was seen to publish it
+        self._key_check: asyncio.Task[None] | None = None
         self._bootstrap_deadline: float | None = None  # after it, verify no longer waits for the bootstrap
         self.stats = VerifierStats()
         measure(self)
@@ -419,24 +440,70 @@ class TokenVerifier:
     # --- following the revocation feed --------------------------------------------------------------
 
     async def start(self) -> bool:
-        """Bootstrap the revocation list before traffic (with an ``identity``): wait up to
-        ``BOOTSTRAP_TIMEOUT`` seconds for it, then keep following in the background. False when it
-        could not be done in time: the follower keeps trying, and the list counts as stale until then.
-        Without an ``identity`` there is nothing to start: True."""
+        """Check the ``service_key`` against the issuer (``ConfigurationError`` when the issuer publishes
+        another one for the service), then bootstrap the revocation list before traffic (with an
+        ``identity``): wait up to ``BOOTSTRAP_TIMEOUT`` seconds for it, then keep following in the
+        background. False when it could not be done in time: the follower keeps trying, and the list
+        counts as stale until then. Without an ``identity`` there is nothing to bootstrap: True."""
+        await self._check_service_key_once()
         feed = self.feed
         if feed is None:
             return True
         self._bootstrap_deadline = time.monotonic()  # whoever waits, waits here
         if await feed.start(BOOTSTRAP_TIMEOUT):
             return True
+        failure = feed.last_failure
+        explained = None if failure is None else explain(failure, self.issuer, feed.identity.client_id)
         log.warning(
-            "the revocation list of %s could not be bootstrapped from %s within %.0f s (%s); serving stale",
+            "the revocation list of %s could not be bootstrapped from %s within %.0f s: %s; serving stale",
             self.audience,
             self.issuer,
             BOOTSTRAP_TIMEOUT,
-            feed.last_error,
+            explained or feed.last_error,
         )
         return False
+
+    # --- the service's own key ------------------------------------------------------------------------
+
+    async def _check_service_key_once(self) -> None:
+        """Check the service key now; when the issuer cannot be reached, keep checking in the background."""
+        if self.service_key_checked or self._key_check is not None:
+            return
+        if not await self._check_service_key():
+            task = asyncio.get_running_loop().create_task(self._keep_checking_service_key())
+            self._key_check = task
+
+    async def _check_service_key(self) -> bool:
+        """Whether the check could be made; ``ConfigurationError`` when the issuer publishes another key."""
+        key = self.service_key
+        if key is None:
+            return True
+        try:
+            await self.service_keys.refresh()
+        except Exception as exc:  # the issuer is down or not there yet: its feed follower says so
+            log.debug("could not fetch the service keys of %s to check %s's key: %s", self.issuer, key.service_id, exc)
+            return False
+        if not self.service_keys.loaded:
+            return False
+        if key.service_id not in self.service_keys.services_of(key.public_key):
+            raise ConfigurationError(unregistered_service_key(key.service_id, self.issuer))
+        self.service_key_checked = True
+        return True
+
+    async def _keep_checking_service_key(self) -> None:
+        pause, longest = KEY_CHECK_RETRY
+        while True:
+            await asyncio.sleep(pause)
+            feed = self.feed
+            if feed is not None and feed.running:
+                await feed.ready()  # the issuer answers its feed first: no fetch to log while it is away
+            try:
+                if await self._check_service_key():
+                    return
+            except ConfigurationError as exc:
+                log.error("%s", exc)  # serving already: every hop this service signs will be refused
+                return
+            pause = min(pause * 2, longest)
 
     async def _wait_for_bootstrap(self, feed: RevocationFeed) -> None:
         """Start the follower if nobody did, and wait for its bootstrap until ``BOOTSTRAP_TIMEOUT`` after
@@ -451,12 +518,21 @@ class TokenVerifier:
 
     def lifespan(self, app: object) -> AbstractAsyncContextManager[None]:
         """For ``FastAPI(lifespan=verifier.lifespan)`` (or Starlette's): bootstrap the revocation list
-        before the first request, stop following at shutdown."""
+        before the first request, stop following at shutdown. A ``service_key`` the issuer does not publish
+        for the service ends the process at startup, the fix logged as an error, with exit status 3 (as
+        uvicorn's own failed startup): a service that cannot prove its hops cannot do its job."""
         return self._lifespan()
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
-        await self.start()
+        try:
+            await self.start()
+        except ConfigurationError as exc:
+            # a startup error would reach the log as a traceback: say what to fix and end the process
+            log.error("%s", exc)
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(STARTUP_FAILURE)
         try:
             yield
         finally:
@@ -474,6 +550,11 @@ class TokenVerifier:
         await self.jwks.aclose()
         await self.root_keys.aclose()
         await self.service_keys.aclose()
+        task, self._key_check = self._key_check, None
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
         if self.feed is not None:
             await self.feed.aclose()
 
