@@ -1,4 +1,5 @@
-"""Every shell snippet of the README runs, in order, against a server started as the README says.
+"""Every shell snippet of the README runs, in order, against a server started as the README says; the first
+one runs the demo (``--once``), whose output is also the transcript that docs/demo.md walks through.
 
 The install step (`python3 -m venv .venv && .venv/bin/pip install ".[server]"`) is what ``scripts/test`` has
 just done for this test run (in `.venv-test`), so here `.venv` points at the environment running the
@@ -16,9 +17,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import ROOT, free_port
 
+from chit.demo.walkthrough import steps
+
 INSTALL = 'python3 -m venv .venv && .venv/bin/pip install ".[server]" && '
+DEMO_RUN_TIMEOUT = 180  # seconds; it starts in under 15 and walks through in a few more
 
 
 def shell_snippets() -> list[str]:
@@ -31,12 +36,65 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
 
 
+def in_a_clone(directory: Path) -> Path:
+    """``directory`` made to look like the clone the README speaks of: its ``.venv`` is the environment
+    running the tests, its ``examples`` the repository's."""
+    (directory / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    (directory / "examples").symlink_to(ROOT / "examples")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def demo_output(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """What the README's first command prints, run with ``--once`` so that it ends after the walkthrough."""
+    demo = shell_snippets()[0]
+    assert demo.startswith(INSTALL), demo
+    clone = in_a_clone(tmp_path_factory.mktemp("clone"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_")} | {"COLUMNS": "200"}
+    done = subprocess.run(
+        ["bash", "-c", demo.removeprefix(INSTALL).strip() + " --once"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_RUN_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_readme_first_command_runs_the_demo_and_every_step_is_decided_as_expected(demo_output: str) -> None:
+    count = len(list(steps()))
+    assert f"All {count} steps were decided as expected" in demo_output
+    assert f"walks through {count} requests" in " ".join((ROOT / "README.md").read_text().split())
+    assert "Stopped the 7 processes the demo started" in demo_output
+    assert "Traceback" not in demo_output
+
+
+def normalized(line: str) -> str:
+    """A transcript line without what differs from run to run: ids, milliseconds."""
+    line = re.sub(r"\b(cli|ord|usr)_[0-9a-z…]+", r"\1_…", line.rstrip())
+    return re.sub(r"\(\d+ ms after", "(N ms after", line)
+
+
+def test_the_demo_page_transcript_is_what_the_demo_prints(demo_output: str) -> None:
+    page = (ROOT / "docs" / "demo.md").read_text()
+    transcript = [
+        normalized(line) for block in re.findall(r"```text\n(.*?)```", page, flags=re.S) for line in block.splitlines()
+    ]
+    printed = [normalized(line) for line in demo_output.splitlines()]
+    assert len(transcript) == 3 * len(list(steps()))  # every step, its three lines
+    at = 0
+    for line in transcript:  # in order
+        assert line in printed[at:], line
+        at = printed.index(line, at) + 1
+
+
 def test_readme_snippets_run_against_a_fresh_server(tmp_path: Path) -> None:
-    serve, *steps, _test_command = shell_snippets()
+    _demo, serve, *commands, _test_command = shell_snippets()
     assert serve.startswith(INSTALL), serve
     port = free_port()
-    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    in_a_clone(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHIT_")}
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
@@ -57,7 +115,7 @@ def test_readme_snippets_run_against_a_fresh_server(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.1)
         outputs = []
-        for step in steps:
+        for step in commands:
             script = step.replace("127.0.0.1:8700", f"127.0.0.1:{port}")
             done = subprocess.run(
                 ["bash", "-euo", "pipefail", "-c", script],
