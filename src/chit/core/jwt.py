@@ -9,6 +9,7 @@ from the token; ``typ`` must be ``at+jwt``; header parameters that point elsewhe
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -33,8 +34,27 @@ _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "
 _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
 
+_SIGNERS: dict[str, JwsAlgorithm] = get_default_algorithms()
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_header(alg: str, kid: str) -> bytes:
+    """The JOSE header's segment, as PyJWT writes it (keys sorted, no spaces); one per signing key."""
+    header = json.dumps({"alg": alg, "kid": kid, "typ": TOKEN_TYPE}, separators=(",", ":"), sort_keys=True)
+    return _b64(header.encode())
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def encode_access_token(claims: AccessTokenClaims, key: SigningKey) -> str:
-    return jwt.encode(claims.to_dict(), key.private_key, algorithm=key.alg, headers={"typ": TOKEN_TYPE, "kid": key.kid})
+    """The signed JWT, byte for byte what ``jwt.encode`` writes, without its per-call option handling:
+    the header segment is made once per key and PyJWT's algorithm signs (DER to raw for ES256)."""
+    payload = json.dumps(claims.to_dict(), separators=(",", ":")).encode()
+    signing_input = _encoded_header(key.alg, key.kid) + b"." + _b64(payload)
+    signature = _SIGNERS[key.alg].sign(signing_input, key.private_key)
+    return (signing_input + b"." + _b64(signature)).decode("ascii")
 
 
 def decode_access_token(

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from chit.answers import Answer, answer_to
 from chit.core.paths import (
@@ -48,6 +48,7 @@ from chit.server.endpoints.service_keys import SERVICE_KEYS_PATH, service_keys
 from chit.server.endpoints.token import TokenEndpoint, TokenOutcome
 from chit.server.limits import SizeLimitMiddleware
 from chit.server.metrics import METRICS_PATH, RequestDurationMiddleware, metrics
+from chit.server.token_route import TokenRequestHead, TokenRoute
 
 log = logging.getLogger("chit.server")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -99,6 +100,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _json({"error": "server_error"}, 500)
 
 
+async def _token_error(scope: Scope, exc: Exception) -> Response:
+    """What the app's exception handlers answer for ``exc``, for the token route ahead of the app."""
+    request = Request(scope)
+    if isinstance(exc, OAuth2Error):
+        return await _oauth2_error(request, exc)
+    if isinstance(exc, ChitError):
+        return await _chit_error(request, exc)
+    return await _server_error(request, exc)
+
+
 def _source(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -137,16 +148,15 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
             raise DatabaseBusyError()
         return await anyio.to_thread.run_sync(issue, limiter=lock_wait_threads)
 
-    @app.post(TOKEN_PATH, tags=["oauth2"], summary="Token endpoint (RFC 6749 §3.2)")
-    async def token(request: Request) -> Response:
-        params, grant_type = token_endpoint.parse(await request.body(), request.headers.get("content-type"))
-        request_id = request_id_from(request.headers.get("x-request-id"))
+    async def answer_token(body: bytes, head: TokenRequestHead) -> Response:
+        params, grant_type = token_endpoint.parse(body, head.content_type)
+        request_id = request_id_from(head.request_id)
         issue = functools.partial(
             token_endpoint.issue,
             params,
             grant_type,
-            authorization=request.headers.get("authorization"),
-            source=_source(request),
+            authorization=head.authorization,
+            source=head.source,
             request_id=request_id,
         )
         if grant_type == "password":  # Argon2: its own threads, so that logins never hold up the cheap grants
@@ -162,6 +172,16 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
             outcome = await anyio.to_thread.run_sync(issue, limiter=grant_threads)
         await server.audit.record_async(*outcome.events)
         return _json(outcome.result(), headers={"X-Request-ID": request_id})
+
+    @app.post(TOKEN_PATH, tags=["oauth2"], summary="Token endpoint (RFC 6749 §3.2)")
+    async def token(request: Request) -> Response:
+        """Answered by ``TokenRoute`` before FastAPI routes anything; here for the API docs, and for an
+        app mounted under another path."""
+        headers = request.headers
+        head = TokenRequestHead(
+            headers.get("content-type"), headers.get("authorization"), headers.get("x-request-id"), _source(request)
+        )
+        return await answer_token(await request.body(), head)
 
     @app.post(INTROSPECTION_PATH, tags=["oauth2"], summary="Token introspection (RFC 7662)")
     async def introspect(request: Request) -> Response:
@@ -228,7 +248,7 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
             "docs": issuer + (app.docs_url or "/docs"),
         }
 
-    return RequestDurationMiddleware(SizeLimitMiddleware(app))
+    return RequestDurationMiddleware(SizeLimitMiddleware(TokenRoute(app, answer_token, _token_error)))
 
 
 def create_app_from_env() -> ASGIApp:

@@ -104,7 +104,7 @@ class _Pending:
 
     def __init__(self, row: dict[str, Any], future: asyncio.Future[None] | None = None) -> None:
         self.row = row
-        self.done = threading.Event()
+        self.done = threading.Event() if future is None else None  # a thread waits on it, a loop on the future
         self.error: BaseException | None = None
         self.future = future  # set when an event loop waits, instead of a thread
 
@@ -115,6 +115,7 @@ def _finish(batch: list[_Pending], error: BaseException | None) -> None:
     for item in batch:
         item.error = error
         if item.future is None:
+            assert item.done is not None
             item.done.set()
         else:
             by_loop.setdefault(item.future.get_loop(), []).append(item.future)
@@ -155,6 +156,7 @@ class AuditLog:
         for item in pending:
             self._queue.put(item)
         for item in pending:
+            assert item.done is not None
             item.done.wait()
             if item.error is not None:
                 raise AuditWriteError.caused_by(item.error) from item.error

@@ -60,15 +60,18 @@ def authenticate_client(
 
 def _check(store: Store, client_id: str, secret: str | None, challenge: dict[str, str], allow_public: bool) -> Client:
     client = store.client_by_client_id(client_id, with_permissions=True)
-    failure = InvalidClientError("client authentication failed", headers=challenge)
     if client is None or client.disabled:
         if secret is not None:
             secret_matches(secret, None)  # same work as for a known client
-        raise failure
+        raise _failed(challenge)
     if client.public:
         if secret or not allow_public:
-            raise failure
+            raise _failed(challenge)
         return client
     if secret is None or not secret_matches(secret, client.secret_hash):
-        raise failure
+        raise _failed(challenge)
     return client
+
+
+def _failed(challenge: dict[str, str]) -> InvalidClientError:
+    return InvalidClientError("client authentication failed", headers=challenge)

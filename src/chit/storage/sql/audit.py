@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, text
 
+from chit.errors import DatabaseBusyError
 from chit.storage import tables as t
+from chit.storage.engine import is_lock_error
 from chit.storage.records import (
     AuditRecord,
 )
-from chit.storage.sql.connection import Connected
+from chit.storage.sql.connection import Connected, _LoopConnection
 
 GENESIS_HASH = "0" * 64
 
@@ -39,22 +42,75 @@ def _audit(row: Any) -> AuditRecord:
     )
 
 
+_COLUMNS = (
+    "id", "time", "type", "outcome", "request_id", "client_id", "subject", "actors", "token_id", "source", "detail",
+)  # fmt: skip
+_SQLITE_HEAD = "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+_SQLITE_APPEND = (
+    "INSERT INTO audit_events (id, time, type, outcome, request_id, client_id, subject, actors, token_id, source,"
+    " detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)  # the columns of _COLUMNS, then the two hashes
+
+
+def _chained(
+    rows: Sequence[dict[str, Any]], prev: str, chain: Callable[[str, dict[str, Any]], str]
+) -> Iterator[tuple[dict[str, Any], str, str]]:
+    """Each row with the hash before it and its own."""
+    for row in rows:
+        digest = chain(prev, row)
+        yield row, prev, digest
+        prev = digest
+
+
 class Audit(Connected):
     def append_audit(self, rows: Sequence[dict[str, Any]], chain: Callable[[str, dict[str, Any]], str]) -> None:
         """Append events in order, each hash-chained to the one before (``chain(prev_hash, row)``)."""
         if not rows:
+            return
+        kept = self._loop_connection() if self._joined() is None else None
+        if kept is not None:
+            self._append_on_loop(kept, rows, chain)
             return
         with self._write() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK_KEY})
             prev = conn.scalar(select(t.audit_events.c.hash).order_by(t.audit_events.c.seq.desc()).limit(1))
             prev = prev or GENESIS_HASH
-            values = []
-            for row in rows:
-                digest = chain(prev, row)
-                values.append({**row, "prev_hash": prev, "hash": digest})
-                prev = digest
+            values = [
+                {**row, "prev_hash": before, "hash": digest} for row, before, digest in _chained(rows, prev, chain)
+            ]
             conn.execute(insert(t.audit_events), values)
+
+    def _append_on_loop(
+        self, kept: _LoopConnection, rows: Sequence[dict[str, Any]], chain: Callable[[str, dict[str, Any]], str]
+    ) -> None:
+        """The group commit of an event loop, on the loop's own SQLite connection: a third of Core's cost.
+        The loop's engine never waits for the lock: busy, it raises ``DatabaseBusyError`` at once."""
+        connection = kept.dbapi
+        cursor = connection.cursor()
+        try:
+            if not kept.synchronous_set:
+                cursor.execute("PRAGMA synchronous=NORMAL")  # as the engine sets it before a first write
+                kept.synchronous_set = True
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                head = cursor.execute(_SQLITE_HEAD).fetchone()
+                values = [
+                    (*(row[name] for name in _COLUMNS), before, digest)
+                    for row, before, digest in _chained(rows, head[0] if head else GENESIS_HASH, chain)
+                ]
+                cursor.executemany(_SQLITE_APPEND, values)
+                cursor.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.rollback()
+                raise
+        except sqlite3.Error as exc:
+            if is_lock_error(exc):
+                raise DatabaseBusyError() from exc
+            raise
+        finally:
+            cursor.close()
 
     def audit_events(
         self,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table
@@ -24,6 +26,14 @@ from chit.storage.engine import create_database_engine, is_lock_error
 _shared: ContextVar[tuple[Connected, Any] | None] = ContextVar("chit_shared_sqlite_reads", default=None)
 # the store and connection of the transaction ``atomically`` holds open: its methods join it
 _atomic: ContextVar[tuple[Connected, Connection] | None] = ContextVar("chit_atomic_transaction", default=None)
+
+
+@dataclass
+class _LoopConnection:
+    """An event loop's own SQLite connection (``Connected._loop_connection``)."""
+
+    dbapi: Any
+    synchronous_set: bool = False  # ``PRAGMA synchronous=NORMAL`` runs before its first write
 
 
 def _split(text: str | None) -> frozenset[str] | None:
@@ -57,6 +67,9 @@ class Connected:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
         self._nowait_engine: Engine | None = None  # SQLite on an event loop: busy_timeout 0, opened on first use
+        self._loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnection] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def limit_lock_waits(self, timeout_ms: int) -> None:
         """For a server: wait at most ``timeout_ms`` for another session's lock, so that a request
@@ -79,13 +92,40 @@ class Connected:
             return engine
         return self.engine
 
+    def _loop_connection(self) -> _LoopConnection | None:
+        """On an event loop's thread, SQLite's DBAPI connection that loop keeps for its hot-path work (from
+        the engine that never waits for a lock), opened on first use; elsewhere None.
+
+        One loop runs one statement at a time, so one connection serves it whole; keeping it saves the
+        pool's checkout and return (with its rollback) on every request. Reads run in autocommit and hold
+        no lock between statements."""
+        if not self._sqlite:
+            return None
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            return None
+        kept = self._loop_connections.get(loop)
+        if kept is None:
+            pooled = self._engine_here().raw_connection()
+            pooled.detach()  # the loop's for good: closed when the loop is gone
+            kept = self._loop_connections[loop] = _LoopConnection(pooled.dbapi_connection)
+        return kept
+
     @contextmanager
     def shared_reads(self) -> Iterator[None]:
-        """The hot-path SQLite reads of the block share one pooled connection: one checkout instead of
-        one per read (a token exchange reads six times). Each read is still its own statement."""
+        """The hot-path SQLite reads of the block share one connection: the loop's, else one checkout
+        instead of one per read (a token exchange reads six times). Each read is still its own statement."""
         current = _shared.get()
         if not self._sqlite or (current is not None and current[0] is self):
             yield
+            return
+        kept = self._loop_connection()
+        if kept is not None:
+            token = _shared.set((self, kept.dbapi))
+            try:
+                yield
+            finally:
+                _shared.reset(token)
             return
         connection = self._engine_here().raw_connection()
         token = _shared.set((self, connection))
@@ -97,10 +137,15 @@ class Connected:
 
     @contextmanager
     def _raw_sqlite(self) -> Iterator[Any]:
-        """SQLite's DBAPI connection: the block's shared one (``shared_reads``), else one from the pool."""
+        """SQLite's DBAPI connection: the block's shared one (``shared_reads``), the loop's, else one from
+        the pool."""
         current = _shared.get()
         if current is not None and current[0] is self:
             yield current[1]
+            return
+        kept = self._loop_connection()
+        if kept is not None:
+            yield kept.dbapi
             return
         connection = self._engine_here().raw_connection()
         try:
