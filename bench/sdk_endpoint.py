@@ -9,17 +9,24 @@ This starts, each on a free port on 127.0.0.1:
   uvloop, no access log, one worker). Its endpoints return the same small JSON body:
 
   - ``/open``: no authentication at all;
-  - ``/chit``: ``Security(verifier, scopes=["image-store:images:read"])``, the verified-token cache on
-    (the default): the same token on every request, as a client reusing its token sends it;
-  - ``/chit-nocache``: the same dependency with the cache off: a full verification per request;
+  - ``/chit``: ``Security(verifier, scopes=["image-store:images:read"])`` on a plain ``FastAPI()`` (no
+    setup), the verified-token cache on (the default): the same token on every request, as a client
+    reusing its token sends it;
+  - ``/chit-yield``: the dependency as it was before issue 19 (``YieldingVerifier``: it yields, so
+    that an ``AuthError`` raised in the route body comes back through it), for the difference;
+  - ``/chit-nocache``: the same dependency as ``/chit`` with the cache off: a full verification per request;
   - ``/pyjwt``: a naive ``async def`` dependency around ``jwt.decode`` with the key parsed once
     (the reference from notes/performance.md);
-  - ``/noop-dependency``, ``/noop-yield-dependency``, ``/noop-security-yield``: an ``async def``
-    dependency that returns a constant; one that yields it; one that yields it through
-    ``Security(..., scopes=[...])`` with the ``SecurityScopes`` and ``Request`` parameters, the chit
-    dependency's exact shape: what FastAPI's dependency machinery costs by itself, with no token work
-    at all (the chit dependency yields so that an ``AuthError`` raised in the route body comes back
-    through it).
+  - ``/noop-dependency``, ``/noop-security``, ``/noop-security-yield``: an ``async def`` dependency
+    that returns a constant; one that returns it through ``Security(..., scopes=[...])`` with the
+    ``SecurityScopes`` and ``Request`` parameters (the chit dependency's exact shape); one that yields
+    it with that shape (the shape before issue 19): what FastAPI's dependency machinery costs by
+    itself, with no token work at all;
+
+* the same app with the one documented line of setup for ``AuthError``s the route body raises by
+  itself, ``app.add_exception_handler(AuthError, auth_error_handler)`` (``create_app_with_handler``),
+  on a second uvicorn of the same settings: its rows are ``handler:/open`` and ``handler:/chit``, and
+  their ratio column is against ``handler:/open``.
 
 Each endpoint is checked once (200 with the token; 401 without it for the protected ones), then
 driven by ``wrk -t1 -c32`` for ``--rounds`` rounds of ``--duration`` seconds, the endpoints
@@ -54,6 +61,10 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.security import SecurityScopes
 
 from chit import Principal, Verifier
+from chit.answers import bearer_token
+from chit.errors import AuthError, ServiceUnavailableError
+from chit.sdk import auth_error_handler, context
+from chit.sdk.fastapi import http_error
 
 HOST = "127.0.0.1"
 AUDIENCE = "image-store"
@@ -61,12 +72,16 @@ PERMISSION = "image-store:images:read"
 ENDPOINTS = (
     "/open",
     "/chit",
+    "/chit-yield",
     "/chit-nocache",
     "/pyjwt",
     "/noop-dependency",
-    "/noop-yield-dependency",
+    "/noop-security",
     "/noop-security-yield",
+    "handler:/open",
+    "handler:/chit",
 )
+HANDLER = "handler:"  # the endpoints of the app with the exception handler
 TIMES = "\u00d7"
 MANIFEST = """
 id = "image-store"
@@ -77,10 +92,41 @@ description = "Users' images"
 """
 
 
+class YieldingVerifier(Verifier):
+    """The dependency as it was before issue 19: it yields, so that an ``AuthError`` raised in the route
+    body comes back through it and answers like one of its own."""
+
+    async def __call__(  # type: ignore[override]
+        self, security_scopes: SecurityScopes, request: Request
+    ) -> AsyncIterator[Principal]:
+        scopes = security_scopes.scopes
+        try:
+            token = bearer_token(request.headers.getlist("authorization"))
+            principal = await self.verify(token)
+            principal = self.authorize(principal, scopes, method=request.method, path=request.url.path)
+        except (AuthError, ServiceUnavailableError) as exc:
+            raise http_error(exc, scopes) from None
+        bound = context.bind(principal, token)
+        try:
+            yield principal
+        except AuthError as exc:
+            raise http_error(exc) from exc
+        finally:
+            context.unbind(bound)
+
+
+def create_app_with_handler() -> Any:
+    """``create_app`` with the line of setup for ``AuthError``s the route body raises by itself."""
+    app = create_app()
+    app.add_exception_handler(AuthError, auth_error_handler)
+    return app
+
+
 def create_app() -> Any:
     """The benchmarked service (uvicorn factory); the issuer comes from ``BENCH_ISSUER``."""
     issuer = os.environ["BENCH_ISSUER"]
     verifier = Verifier(issuer, AUDIENCE)
+    yielding = YieldingVerifier(issuer, AUDIENCE)
     uncached = Verifier(issuer, AUDIENCE, cache_size=0)
     jwks = httpx.get(issuer + "/.well-known/jwks.json").json()
     keys = {k["kid"]: jwt.PyJWK(k).key for k in jwks["keys"]}
@@ -103,8 +149,8 @@ def create_app() -> Any:
     async def noop() -> str:
         return "x"
 
-    async def noop_yield() -> AsyncIterator[str]:
-        yield "x"
+    async def noop_security(security_scopes: SecurityScopes, request: Request) -> str:
+        return "x"
 
     async def noop_security_yield(security_scopes: SecurityScopes, request: Request) -> AsyncIterator[str]:
         yield "x"
@@ -119,8 +165,8 @@ def create_app() -> Any:
     async def noop_endpoint(value: str = Depends(noop)) -> dict[str, str]:
         return {"id": "1", "owner": "usr_1"}
 
-    @app.get("/noop-yield-dependency")
-    async def noop_yield_endpoint(value: str = Depends(noop_yield)) -> dict[str, str]:
+    @app.get("/noop-security")
+    async def noop_security_endpoint_(value: str = Security(noop_security, scopes=[PERMISSION])) -> dict[str, str]:
         return {"id": "1", "owner": "usr_1"}
 
     @app.get("/open")
@@ -129,6 +175,10 @@ def create_app() -> Any:
 
     @app.get("/chit")
     async def chit_endpoint(principal: Principal = Security(verifier, scopes=[PERMISSION])) -> dict[str, str]:
+        return {"id": "1", "owner": "usr_1"}
+
+    @app.get("/chit-yield")
+    async def chit_yield(principal: Principal = Security(yielding, scopes=[PERMISSION])) -> dict[str, str]:
         return {"id": "1", "owner": "usr_1"}
 
     @app.get("/chit-nocache")
@@ -255,42 +305,60 @@ def main() -> None:
             token = response.json()["access_token"]
 
             app_env = {**env, "BENCH_ISSUER": issuer}
-            uvicorn = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "sdk_endpoint:create_app",
-                "--factory",
-                "--app-dir",
-                str(Path(__file__).resolve().parent),
-                "--host",
-                HOST,
-                "--port",
-                str(app_port),
-                "--workers",
-                "1",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ]
+            handler_port = free_port()
+
+            def uvicorn(factory: str, port: int) -> list[str]:
+                return [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    f"sdk_endpoint:{factory}",
+                    "--factory",
+                    "--app-dir",
+                    str(Path(__file__).resolve().parent),
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ]
+
             base = f"http://{HOST}:{app_port}"
-            with started(uvicorn, app_env, base + "/open", root / "app.log") as app_process:
-                for path in ENDPOINTS:
-                    ok = httpx.get(base + path, headers={"Authorization": f"Bearer {token}"})
-                    assert ok.status_code == 200, (path, ok.status_code, ok.text)
-                    if path.startswith(("/chit", "/pyjwt")):
-                        assert httpx.get(base + path).status_code == 401, path
-                for path in ENDPOINTS:  # warm-up
-                    run_wrk(base + path, token, 2, args.connections, app_process.pid)
-                samples: dict[str, list[dict[str, float]]] = {path: [] for path in ENDPOINTS}
+            handler_base = f"http://{HOST}:{handler_port}"
+            with (
+                started(uvicorn("create_app", app_port), app_env, base + "/open", root / "app.log") as app_process,
+                started(
+                    uvicorn("create_app_with_handler", handler_port), app_env, handler_base + "/open", root / "h.log"
+                ) as handler_process,
+            ):
+
+                def target(endpoint: str) -> tuple[str, int]:
+                    if endpoint.startswith(HANDLER):
+                        return handler_base + endpoint.removeprefix(HANDLER), handler_process.pid
+                    return base + endpoint, app_process.pid
+
+                for endpoint in ENDPOINTS:
+                    url, _ = target(endpoint)
+                    ok = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+                    assert ok.status_code == 200, (endpoint, ok.status_code, ok.text)
+                    if "/chit" in endpoint or "/pyjwt" in endpoint:
+                        assert httpx.get(url).status_code == 401, endpoint
+                for endpoint in ENDPOINTS:  # warm-up
+                    url, pid = target(endpoint)
+                    run_wrk(url, token, 2, args.connections, pid)
+                samples: dict[str, list[dict[str, float]]] = {endpoint: [] for endpoint in ENDPOINTS}
                 for _ in range(args.rounds):
-                    for path in ENDPOINTS:
-                        run = run_wrk(base + path, token, args.duration, args.connections, app_process.pid)
-                        samples[path].append(run)
+                    for endpoint in ENDPOINTS:
+                        url, pid = target(endpoint)
+                        samples[endpoint].append(run_wrk(url, token, args.duration, args.connections, pid))
 
     report(samples, args, load_before)
 
@@ -305,7 +373,9 @@ def report(samples: dict[str, list[dict[str, float]]], args: argparse.Namespace,
     print(
         f"`python bench/sdk_endpoint.py --rounds {args.rounds} --duration {args.duration}`: "
         f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds per endpoint "
-        "(median shown), 2 s warm-up; one uvicorn worker (httptools, uvloop, no access log) sharing the "
+        "(median shown), 2 s warm-up; one uvicorn worker per app (httptools, uvloop, no access log; "
+        "`handler:` rows: the app with `app.add_exception_handler(AuthError, auth_error_handler)`, "
+        "against its own `/open`) sharing the "
         f"{os.cpu_count()} CPUs with wrk (load average {load_before} before, {load_average()} after); "
         f"RS256 token from a real `chit serve`; {versions()}; {chit_source()}."
     )
@@ -315,8 +385,9 @@ def report(samples: dict[str, list[dict[str, float]]], args: argparse.Namespace,
         f"| + µs over `/open` | non-2xx | socket errors | p99 ms |"
     )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    open_rps, open_cpu = median("/open", "rps"), median("/open", "cpu_us")
     for path, runs in samples.items():
+        own_open = HANDLER + "/open" if path.startswith(HANDLER) else "/open"  # each app against its own
+        open_rps, open_cpu = median(own_open, "rps"), median(own_open, "cpu_us")
         rps, cpu = median(path, "rps"), median(path, "cpu_us")
         rounds = ", ".join(f"{s['rps']:.0f}" for s in runs)
         bad = sum(int(s["non_2xx"]) for s in runs)

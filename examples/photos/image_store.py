@@ -87,7 +87,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker.cancel()
 
 
-app = FastAPI(title="image store", lifespan=lifespan)
+# exception_handlers: the InsufficientScopeError delete_flagged raises answers 403, as the dependency's do
+app = FastAPI(title="image store", lifespan=lifespan, exception_handlers=verifier.exception_handlers)
 
 
 @app.get("/images")

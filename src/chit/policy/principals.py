@@ -109,6 +109,9 @@ class Principal:
     issued_at: int | None = None
     """When a JWT was issued (``iat``, epoch seconds): a revocation of everything of its subject or client
     issued before a point in time compares it. None for a chit, which carries no issue time."""
+    refusal: type[InsufficientScopeError] = field(default=InsufficientScopeError, repr=False, compare=False)
+    """What a refused ``require*`` raises: ``InsufficientScopeError``, or a subclass of it that a framework
+    answers by itself (the principals of ``chit.sdk.fastapi.Verifier`` raise one FastAPI answers 403)."""
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _wildcards: tuple[Permission, ...] = field(init=False, repr=False, compare=False)
     # (permissions, method, path) -> (the chit's bound checks, the principal bound to them): ``for_request``
@@ -243,7 +246,7 @@ class Principal:
         if self.on_decision is not None:
             self.on_decision(self, decision)
         if not decision.allowed:
-            raise InsufficientScopeError(decision.reason)
+            raise self.refusal(decision.reason)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -281,7 +284,11 @@ def actors_from_claim(act: Mapping[str, Any] | None) -> tuple[Actor, ...]:
 
 
 def principal_from_claims(
-    claims: AccessTokenClaims, *, on_decision: DecisionSink | None = None, token: str = ""
+    claims: AccessTokenClaims,
+    *,
+    on_decision: DecisionSink | None = None,
+    token: str = "",
+    refusal: type[InsufficientScopeError] = InsufficientScopeError,
 ) -> Principal:
     """The principal a verified JWT access token describes."""
     return Principal(
@@ -296,4 +303,5 @@ def principal_from_claims(
         on_decision=on_decision,
         token=token,
         issued_at=claims.iat,
+        refusal=refusal,
     )

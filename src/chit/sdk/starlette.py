@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chit.answers import answer_to, bearer_token
-from chit.errors import AuthError, ChitError, MissingTokenError, ServiceUnavailableError
+from chit.errors import AuthError, ChitError, InsufficientScopeError, MissingTokenError, ServiceUnavailableError
 from chit.policy.principals import Principal
 from chit.sdk import context
 from chit.sdk.verifier import TokenVerifier
@@ -65,6 +66,9 @@ class BearerAuthMiddleware:
             principal: Principal | None = self.verifier.authorize(
                 verified, (), method=scope.get("method"), path=scope["path"]
             )
+            if principal is not None and principal.refusal is not InsufficientScopeError:
+                # a FastAPI Verifier's principal: this middleware answers the plain error itself
+                principal = replace(principal, refusal=InsufficientScopeError)
         except MissingTokenError as exc:
             if self.required:
                 await _refuse(scope, send, exc)

@@ -156,6 +156,9 @@ class TokenVerifier:
     the background, and a mismatch found then is logged as an error.
     """
 
+    refusal: type[InsufficientScopeError] = InsufficientScopeError
+    """What the principals it returns raise when a ``require*`` is refused (``Principal.refusal``)."""
+
     def __init__(
         self,
         issuer: str,
@@ -305,7 +308,7 @@ class TokenVerifier:
                 if not await jwks.refresh_for_unknown_kid(exc.kid):
                     raise
                 claims = self.decoder.decode(token, jwks.find, self.clock())
-            principal = principal_from_claims(claims, on_decision=self.decisions, token=token)
+            principal = principal_from_claims(claims, on_decision=self.decisions, token=token, refusal=self.refusal)
         except InvalidTokenError as exc:
             if isinstance(self.decisions, DecisionLog):
                 self.decisions.rejected(exc.reason)
@@ -346,6 +349,7 @@ class TokenVerifier:
             token=token,
             chit=ChitRequest(chit, self.chits, self.clock),
             through=through,
+            refusal=self.refusal,
         )
         self._check_revocation(principal, token)
         if cache is not None and settled:
