@@ -13,6 +13,7 @@ wraps everything, so that a request refused for its size counts too.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 from typing import Any
 
@@ -48,7 +49,7 @@ from chit.server.endpoints.service_keys import SERVICE_KEYS_PATH, service_keys
 from chit.server.endpoints.token import TokenEndpoint, TokenOutcome
 from chit.server.limits import SizeLimitMiddleware
 from chit.server.metrics import METRICS_PATH, RequestDurationMiddleware, metrics
-from chit.server.token_route import TokenRequestHead, TokenRoute
+from chit.server.token_route import TokenReply, TokenRequestHead, TokenRoute
 
 log = logging.getLogger("chit.server")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -148,7 +149,7 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
             raise DatabaseBusyError()
         return await anyio.to_thread.run_sync(issue, limiter=lock_wait_threads)
 
-    async def answer_token(body: bytes, head: TokenRequestHead) -> Response:
+    async def answer_token(body: bytes, head: TokenRequestHead) -> TokenReply:
         params, grant_type = token_endpoint.parse(body, head.content_type)
         request_id = request_id_from(head.request_id)
         issue = functools.partial(
@@ -171,7 +172,7 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
         else:
             outcome = await anyio.to_thread.run_sync(issue, limiter=grant_threads)
         await server.audit.record_async(*outcome.events)
-        return _json(outcome.result(), headers={"X-Request-ID": request_id})
+        return TokenReply(outcome.result(), request_id)
 
     @app.post(TOKEN_PATH, tags=["oauth2"], summary="Token endpoint (RFC 6749 §3.2)")
     async def token(request: Request) -> Response:
@@ -181,7 +182,10 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
         head = TokenRequestHead(
             headers.get("content-type"), headers.get("authorization"), headers.get("x-request-id"), _source(request)
         )
-        return await answer_token(await request.body(), head)
+        reply = await answer_token(await request.body(), head)
+        return Response(
+            reply.body, headers={**NO_STORE, "X-Request-ID": reply.request_id}, media_type="application/json"
+        )
 
     @app.post(INTROSPECTION_PATH, tags=["oauth2"], summary="Token introspection (RFC 7662)")
     async def introspect(request: Request) -> Response:
@@ -253,4 +257,9 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
 
 def create_app_from_env() -> ASGIApp:
     """The factory each uvicorn worker process calls (settings arrive in the environment)."""
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    # what is built by now lives as long as the process: out of the collector's way, so that its full
+    # collections, which otherwise walk every module, key and table object again, stay short
+    gc.collect()
+    gc.freeze()
+    return app

@@ -10,8 +10,10 @@ scope as the router would, so the metric names it).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +37,31 @@ class _Route:
 
 
 ROUTE = _Route(TOKEN_PATH)
-Answer = Callable[[bytes, TokenRequestHead], Awaitable[Response]]
+NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+
+
+class TokenReply:
+    """A token response (RFC 6749 §5.1), sent as its two ASGI messages: the JSON as Starlette's
+    ``JSONResponse`` writes it, never stored by a cache, with the request's id."""
+
+    __slots__ = ("body", "request_id")
+
+    def __init__(self, payload: dict[str, Any], request_id: str) -> None:
+        self.body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        self.request_id = request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", b"application/json"),
+            *NO_STORE,
+            (b"x-request-id", self.request_id.encode("latin-1")),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+Answer = Callable[[bytes, TokenRequestHead], Awaitable[Response | TokenReply]]
 ErrorAnswer = Callable[[Scope, Exception], Awaitable[Response]]
 
 
