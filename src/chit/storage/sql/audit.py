@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, text
+from sqlalchemy.dialects import sqlite
 
 from chit.errors import DatabaseBusyError
 from chit.storage import tables as t
@@ -42,14 +43,13 @@ def _audit(row: Any) -> AuditRecord:
     )
 
 
-_COLUMNS = (
-    "id", "time", "type", "outcome", "request_id", "client_id", "subject", "actors", "token_id", "source", "detail",
-)  # fmt: skip
 _SQLITE_HEAD = "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1"
-_SQLITE_APPEND = (
-    "INSERT INTO audit_events (id, time, type, outcome, request_id, client_id, subject, actors, token_id, source,"
-    " detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)  # the columns of _COLUMNS, then the two hashes
+# the table's own INSERT, compiled once for sqlite3's positional parameters (every column but ``seq``)
+_SQLITE_INSERT = insert(t.audit_events).compile(
+    dialect=sqlite.dialect(), column_keys=[column.name for column in t.audit_events.c if column.name != "seq"]
+)
+_SQLITE_APPEND = str(_SQLITE_INSERT)
+_SQLITE_ORDER = tuple(_SQLITE_INSERT.positiontup or ())
 
 
 def _chained(
@@ -95,9 +95,10 @@ class Audit(Connected):
             cursor.execute("BEGIN IMMEDIATE")
             try:
                 head = cursor.execute(_SQLITE_HEAD).fetchone()
+                chained = _chained(rows, head[0] if head else GENESIS_HASH, chain)
                 values = [
-                    (*(row[name] for name in _COLUMNS), before, digest)
-                    for row, before, digest in _chained(rows, head[0] if head else GENESIS_HASH, chain)
+                    tuple({**row, "prev_hash": before, "hash": digest}[name] for name in _SQLITE_ORDER)
+                    for row, before, digest in chained
                 ]
                 cursor.executemany(_SQLITE_APPEND, values)
                 cursor.execute("COMMIT")
