@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import tempfile
 from datetime import timedelta
 from types import FrameType
@@ -27,7 +26,7 @@ from chit.cli.common import DatabaseUrl, DataDir, fail, refusals, report_bootstr
 from chit.core.paths import OPENID_CONFIGURATION_PATH
 from chit.errors import ConfigurationError
 from chit.server.access_log import LOG_FORMATS, log_config
-from chit.server.config import DEFAULT_PORT, SETTINGS_ENV, Settings, build_settings, check_redis_url
+from chit.server.config import DEFAULT_PORT, SETTINGS_ENV, Settings, build_settings, check_redis_url, listen_problem
 from chit.server.limits import LimitedHttpToolsProtocol
 from chit.server.metrics import MULTIPROCESS_DIR_ENV
 from chit.storage.keyfiles import KeyStore
@@ -73,18 +72,10 @@ GOODBYE = "chit auth server stopped"
 
 
 def check_listen(host: str, port: int) -> None:
-    """Refuse a port already in use before anything is created (uvicorn binds it again right after)."""
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _name, address = infos[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        raise fail(f"cannot listen on {host}:{port}: {reason}") from None
+    """Refuse a port already in use before anything is created."""
+    problem = None if port == 0 else listen_problem(host, port)
+    if problem is not None:
+        raise fail(f"cannot listen on {host}:{port}: {problem}")
 
 
 def serve(

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from chit.errors import ChitError
+from chit.server.config import listen_problem
 
 START_TIMEOUT = 30.0  # seconds a process has to answer its readiness URL
 STOP_TIMEOUT = 5.0  # seconds a process has to end on SIGTERM before it is killed
@@ -154,16 +155,12 @@ def free_port() -> int:
 
 def check_free(port: int, what: str, option: str) -> None:
     """A ``DemoError`` naming the fix when something already listens on ``port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            reason = (exc.strerror or str(exc)).lower()
-            raise DemoError(
-                f"cannot listen on 127.0.0.1:{port} for {what}: {reason}. Stop what uses the port, "
-                f"or leave out {option} to let the demo pick a free one"
-            ) from None
+    problem = listen_problem("127.0.0.1", port)
+    if problem is not None:
+        raise DemoError(
+            f"cannot listen on 127.0.0.1:{port} for {what}: {problem}. Stop what uses the port, "
+            f"or leave out {option} to let the demo pick a free one"
+        )
 
 
 def assign_ports(wanted: Mapping[str, int | None], options: Mapping[str, str]) -> dict[str, int]:

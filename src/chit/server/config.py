@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,17 @@ def _tuning_from_env() -> dict[str, int]:
             raise ConfigurationError(f"{env} must be a positive whole number, not {raw!r}")
         values[name] = int(raw)
     return values
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why nothing could listen on ``host:port`` now (``address already in use``...), or None: checked
+    before anything is created, since uvicorn binds it again right after."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _name, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    return None
