@@ -1,65 +1,7 @@
-"""The verified-token cache: a token that verified once is not verified again until it expires.
+"""The verified-token cache of a service's verifier (``chit.core.token_cache``, shared with the auth
+server). A cached chit keeps its parsed, verified ``Biscuit``: its checks still run per request, with
+that request's facts; the verifier asks its revocation check on every hit."""
 
-JWTs and chits alike. Keyed by the whole token itself (hashed by the dictionary, compared in full: a
-digest could collide, the token cannot), bounded in entries and in bytes, oldest entries evicted first.
-An entry answers only until the instant fresh verification would start refusing the token (a JWT's
-``exp`` plus the leeway; a chit's earliest expiry check, to the second). Revocation is not stored here:
-the verifier asks its revocation check on every hit. A cached chit keeps its parsed, verified
-``Biscuit``: its checks still run per request, with that request's facts.
-"""
+from chit.core.token_cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, VerifiedTokenCache
 
-from __future__ import annotations
-
-import threading
-
-from chit.policy.principals import Principal
-
-DEFAULT_MAX_ENTRIES = 10_000
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
-
-
-class VerifiedTokenCache:
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        if max_entries < 1 or max_bytes < 1:
-            raise ValueError("a cache needs room for at least one token")
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._entries: dict[str, tuple[Principal, float]] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()  # only writers take it; reads are one dict lookup
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, token: str, now: float) -> Principal | None:
-        entry = self._entries.get(token)
-        if entry is None:
-            return None
-        if now < entry[1]:
-            return entry[0]
-        self.discard(token)
-        return None
-
-    def put(self, token: str, principal: Principal, valid_until: float) -> None:
-        size = len(token)
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            if token in self._entries:
-                return
-            while self._entries and (len(self._entries) >= self.max_entries or self._bytes + size > self.max_bytes):
-                oldest = next(iter(self._entries))
-                del self._entries[oldest]
-                self._bytes -= len(oldest)
-            self._entries[token] = (principal, valid_until)
-            self._bytes += size
-
-    def discard(self, token: str) -> None:
-        with self._lock:
-            if self._entries.pop(token, None) is not None:
-                self._bytes -= len(token)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ENTRIES", "VerifiedTokenCache"]

@@ -195,7 +195,7 @@ class TokenVerifier:
         self.decoder = AccessTokenDecoder(
             issuer=issuer, audience=audience, leeway=leeway, algorithms=algorithms, max_size=max_token_size
         )
-        self.cache = VerifiedTokenCache(cache_size) if cache_size > 0 else None
+        self.cache: VerifiedTokenCache[Principal] | None = VerifiedTokenCache(cache_size) if cache_size > 0 else None
         self.jwks = JwksClient(
             issuer,
             jwks_uri=jwks_uri,

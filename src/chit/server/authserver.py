@@ -18,6 +18,7 @@ from chit.core import biscuit
 from chit.core.claims import AccessTokenClaims
 from chit.core.ids import unique_id
 from chit.core.jwt import AccessTokenDecoder, VerificationKey, encode_access_token, verification_key
+from chit.core.token_cache import VerifiedTokenCache
 from chit.errors import InvalidTokenError
 from chit.policy.permissions import Permission, audience
 from chit.policy.principals import actors_from_claim
@@ -82,6 +83,8 @@ class AuthServer:
         self._keys_lock = threading.Lock()
         self._verification_keys: dict[str, VerificationKey] = {}  # kid -> parsed once
         self._decoder = AccessTokenDecoder(issuer=settings.issuer, audience=None, leeway=0)
+        # claims of own access tokens presented back (subject and actor tokens, introspection), with their kid
+        self._verified: VerifiedTokenCache[tuple[AccessTokenClaims, str]] = VerifiedTokenCache()
 
     def now(self) -> int:
         return int(self.clock())
@@ -191,10 +194,26 @@ class AuthServer:
         self, token: str, *, verify_exp: bool = True, issuer: str | None = None
     ) -> AccessTokenClaims:
         """Verify an access token this server issued (signature, issuer, type, times), for any audience."""
-        decoder = self._decoder
+        now = self.clock()
         if issuer is not None and issuer != self.settings.issuer:
             decoder = AccessTokenDecoder(issuer=issuer, audience=None, leeway=0)
-        return decoder.decode(token, self._verification_key, self.clock(), check_times=verify_exp)
+            return decoder.decode(token, self._verification_key, now, check_times=verify_exp)
+        if not verify_exp:
+            return self._decoder.decode(token, self._verification_key, now, check_times=False)
+        # A token that verified once is not verified again while it lives (a service exchanges the same
+        # user token for each of its calls); its key is still looked up, so a retired or revoked key ends it.
+        cached = self._verified.get(token, now)
+        if cached is not None and self._verification_key(cached[1]) is not None:
+            return cached[0]
+        kids: list[str] = []
+
+        def key(kid: str) -> VerificationKey | None:
+            kids.append(kid)
+            return self._verification_key(kid)
+
+        claims = self._decoder.decode(token, key, now)
+        self._verified.put(token, (claims, kids[0]), claims.exp)  # the decoder's leeway is 0
+        return claims
 
     def access_token_is_active(self, claims: AccessTokenClaims) -> bool:
         """Not revoked, nor what it descends from (its session, API key or deferred delegation); its

@@ -21,6 +21,7 @@ REPEATABLE = frozenset({"audience", "resource"})  # RFC 8693 §2.1: these may be
 MAX_TARGETS = 20
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -30,15 +31,19 @@ def check_content_type(content_type: str | None) -> None:
 
 
 def _decode(raw: bytes, what: str) -> str:
-    if b"%" in raw and _BAD_PERCENT.search(raw):
-        raise InvalidRequestError(f"malformed percent-encoding in {what}")
+    if b"%" in raw:
+        if _BAD_PERCENT.search(raw):
+            raise InvalidRequestError(f"malformed percent-encoding in {what}")
+        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+    elif b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    # in UTF-8 these bytes stand only for themselves: looking for them before decoding is exact
+    if _CONTROL.search(raw):
+        raise InvalidRequestError(f"{what} contains control characters")
     try:
-        text = unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequestError(f"{what} is not valid UTF-8") from exc
-    if any(ord(c) < 0x20 and c not in "\t" for c in text) or "\x7f" in text:
-        raise InvalidRequestError(f"{what} contains control characters")
-    return text
 
 
 def parse_form(body: bytes) -> dict[str, str]:
