@@ -363,3 +363,15 @@ def test_chit_permissions_lists_the_documented_set_and_each_registered_services_
 
     assert chit_permissions(["b", "a"]) == [*CHIT_PERMISSIONS, "chit:service.a:admin", "chit:service.b:admin"]
     assert all(p(name).service == "chit" and "*" not in name for name in CHIT_PERMISSIONS)
+
+
+@given(perm_sets, perm_sets)
+def test_intersect_and_minimal_are_their_pairwise_definitions(
+    held: frozenset[Permission], cap: frozenset[Permission]
+) -> None:
+    # the definitions, pair by pair: ``intersect`` and ``minimal`` skip the pairs that cannot matter
+    met = {m for h in held for c in cap if (m := h.meet(c)) is not None}
+    reference = frozenset(q for q in met if not any(o != q and o.covers(q) for o in met))
+    assert intersect(held, cap) == reference
+    assert minimal(met) == reference
+    assert minimal(held) == frozenset(q for q in held if not any(o != q and o.covers(q) for o in held))

@@ -88,10 +88,18 @@ def is_covered(permission: Permission, held: Iterable[Permission]) -> bool:
     return any(h.covers(permission) for h in held)
 
 
+def _is_pattern(permission: Permission) -> bool:
+    return permission.resource == WILDCARD or permission.action == WILDCARD
+
+
 def minimal(perms: Iterable[Permission]) -> frozenset[Permission]:
     """Drop every permission that another one in the set already covers."""
-    items = set(perms)
-    return frozenset(p for p in items if not any(q != p and q.covers(p) for q in items))
+    items = frozenset(perms)
+    # only a pattern covers a permission other than itself: without one, nothing is dropped
+    patterns = [q for q in items if _is_pattern(q)]
+    if not patterns:
+        return items
+    return frozenset(p for p in items if not any(q != p and q.covers(p) for q in patterns))
 
 
 def intersect(held: Iterable[Permission], cap: Iterable[Permission] | None) -> frozenset[Permission]:
@@ -99,8 +107,14 @@ def intersect(held: Iterable[Permission], cap: Iterable[Permission] | None) -> f
     held = frozenset(held)
     if cap is None:
         return minimal(held)
-    met = (h.meet(c) for h in held for c in cap)
-    return minimal(m for m in met if m is not None)
+    cap = frozenset(cap)
+    # two exact permissions meet only when equal; every other meeting has a pattern on one side
+    met = set(held & cap)
+    for patterns, others in ((held, cap), (cap, held)):
+        for p in patterns:
+            if _is_pattern(p):
+                met.update(m for o in others if (m := p.meet(o)) is not None)
+    return minimal(met)
 
 
 def covers_all(held: Iterable[Permission], wanted: Iterable[Permission]) -> list[Permission]:
