@@ -20,7 +20,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from chit.errors import DatabaseBusyError
-from chit.storage.engine import create_database_engine, is_lock_error
+from chit.storage.engine import OPERATOR_LOCK_TIMEOUT_MS, create_database_engine, is_lock_error
+from chit.storage.sql.turns import Turns
 
 # the store and DBAPI connection that hot-path reads share for the duration of ``shared_reads``
 _shared: ContextVar[tuple[Connected, Any] | None] = ContextVar("chit_shared_sqlite_reads", default=None)
@@ -70,13 +71,34 @@ class Connected:
         self._loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnection] = (
             weakref.WeakKeyDictionary()
         )
+        # SQLite: this process's writing threads take turns here, in the order they came. SQLite's own
+        # wait is a poll that sleeps up to 100 ms between tries, so under a steady stream of writes one
+        # could lose every try until its timeout (503); SQLite's wait is left to what other processes
+        # (workers, the CLI) and the event loop's commits hold.
+        self._writers = Turns()
+        self._lock_wait_s = OPERATOR_LOCK_TIMEOUT_MS / 1000
 
     def limit_lock_waits(self, timeout_ms: int) -> None:
         """For a server: wait at most ``timeout_ms`` for another session's lock, so that a request
         answers 503 within its client's patience; the engine's default is an operator's long wait."""
         previous = self.engine
         self.engine = create_database_engine(previous.url, lock_timeout_ms=timeout_ms)
+        self._lock_wait_s = timeout_ms / 1000
         previous.dispose()
+
+    @contextmanager
+    def _writers_turn(self) -> Iterator[None]:
+        """A thread's turn among this process's SQLite writers (see ``__init__``); on an event loop's
+        thread no turn is taken: the loop never waits, its engine tells a busy lock at once."""
+        if not self._sqlite or asyncio._get_running_loop() is not None:
+            yield
+            return
+        if not self._writers.acquire(timeout=self._lock_wait_s):
+            raise DatabaseBusyError()
+        try:
+            yield
+        finally:
+            self._writers.release()
 
     def _engine_here(self) -> Engine:
         """On an event loop's thread, SQLite's engine that never waits for a lock.
@@ -207,7 +229,7 @@ class Connected:
             yield joined
             return
         try:
-            with self._engine_here().connect() as conn:
+            with self._writers_turn(), self._engine_here().connect() as conn:
                 conn.execution_options(chit_write=True)
                 with conn.begin():
                     yield conn
