@@ -12,6 +12,7 @@ a lock held by another session is bounded the same way (``lock_timeout``).
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +24,16 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ADMIN_PASSWORD, ChitServer, free_port
+from helpers import (
+    ADMIN_PASSWORD,
+    IMAGE_STORE_MANIFEST,
+    TAGGING_MANIFEST,
+    ChitServer,
+    add_tagging_user,
+    delegation_id,
+    free_port,
+    register_service,
+)
 
 FAST = 0.5  # seconds: what needs no database answers within this, however long the lock is held
 TOKEN_DEADLINE = 2.0  # a token request answers 503 within this while the lock is held
@@ -212,4 +222,41 @@ def test_a_postgresql_lock_held_by_another_session_is_bounded(tmp_path: Path, po
         assert token_request(chit, secret).status_code == 200
         response = httpx.post(chit.url + "/admin/users/carol/disable", headers=admin, timeout=30)
         assert response.status_code == 200, response.text
+        chit.cli_ok("audit", "verify")
+
+
+def redemptions(chit: ChitServer, handle: str) -> int:
+    with sqlite3.connect(chit.data_dir / "chit.db") as db:
+        [(count,)] = db.execute("SELECT redemptions FROM delegations WHERE id = ?", (delegation_id(handle),))
+    return int(count)
+
+
+def test_a_redemption_writing_on_the_event_loop_waits_out_a_short_lock_and_refuses_a_long_one(tmp_path: Path) -> None:
+    """A deferred delegation's redemption counts itself with one UPDATE on the event loop, which never
+    waits there: a lock moves it to a thread, bounded; a 503 counts nothing, and 20 at once count 20."""
+    chit = ChitServer(tmp_path / "data", free_port(), extra_env={"CHIT_DB_LOCK_TIMEOUT_MS": "1500"})
+    with chit.running():
+        image_store = register_service(chit, tmp_path, "image-store", IMAGE_STORE_MANIFEST)
+        register_service(chit, tmp_path, "tagging", TAGGING_MANIFEST)
+        _user, token = add_tagging_user(chit, "dana", "dana-password-1")
+        handle = image_store.deferred_handle(token)
+        assert image_store.redeem(handle).status_code == 200
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            with sqlite_locked(chit.data_dir / "chit.db", LOCKS["writer"]):
+                pending = pool.submit(timed, image_store.redeem, handle)
+                time.sleep(0.3)
+            response, elapsed = pending.result()
+            assert response.status_code == 200, response.text
+            assert 0.2 < elapsed < TOKEN_DEADLINE
+            assert redemptions(chit, handle) == 2
+
+            with sqlite_locked(chit.data_dir / "chit.db", LOCKS["writer"]):
+                response, elapsed = timed(image_store.redeem, handle)
+                assert_busy(response, elapsed, 1.5 + TOKEN_DEADLINE)
+            assert redemptions(chit, handle) == 2  # the refused one counted nothing
+
+            answers = list(pool.map(lambda _: image_store.redeem(handle), range(20)))
+        assert [a.status_code for a in answers] == [200] * 20
+        assert redemptions(chit, handle) == 22
         chit.cli_ok("audit", "verify")

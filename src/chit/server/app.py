@@ -162,9 +162,10 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
         )
         if grant_type == "password":  # Argon2: its own threads, so that logins never hold up the cheap grants
             outcome = await anyio.to_thread.run_sync(issue, limiter=login_threads)
-        elif inline_reads and token_endpoint.only_reads(grant_type, params):
-            # a few lookups in an embedded SQLite file cost less than handing the work to a thread;
-            # grants that write (refresh, deferred delegations, API keys) stay off the loop: a write may wait
+        elif inline_reads and token_endpoint.runs_inline(grant_type, params):
+            # a few lookups in an embedded SQLite file (and a redemption's one UPDATE) cost less than
+            # handing the work to a thread; the grants that write more (refresh, creating a deferred
+            # delegation, API keys) stay off the loop
             try:
                 outcome = issue()  # never waits for a lock on the loop (Store): busy, it tells at once
             except DatabaseBusyError:

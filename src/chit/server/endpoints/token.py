@@ -4,7 +4,7 @@ Every request that names a client leaves an audit event: ``token.issued`` (for a
 ``chit`` and its authority block's ``revocation_ids``) or ``token.refused``;
 except when the database stays locked by another session: that is no refusal of the client but
 ``DatabaseBusyError``, which goes up unaudited so that the caller can answer 503 (Retry-After) or,
-for a grant that only reads, redo the request in a thread.
+for a grant that ran on the event loop, redo the request in a thread.
 
 Every outcome but that one also counts, once decided, in ``chit_tokens_issued_total`` or
 ``chit_tokens_refused_total`` (``chit.server.metrics``), by the grant type sent: one chit knows, else
@@ -33,7 +33,7 @@ from chit.server.grants.base import Grant, IssuedHandle, TokenRequest
 from chit.server.grants.client_credentials import ClientCredentialsGrant
 from chit.server.grants.password import PasswordGrant
 from chit.server.grants.refresh_token import RefreshTokenGrant
-from chit.server.grants.token_exchange import GRANT_TYPE, TokenExchangeGrant, exchange_only_reads
+from chit.server.grants.token_exchange import GRANT_TYPE, TokenExchangeGrant, exchange_runs_inline
 from chit.server.metrics import OTHER, grants_known, token_issued, token_refused
 
 GRANTS: tuple[type[Grant], ...] = (ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant, TokenExchangeGrant)
@@ -52,9 +52,10 @@ class TokenEndpoint:
         grants_known(self.grants)
 
     @staticmethod
-    def only_reads(grant_type: str, params: Mapping[str, str]) -> bool:
-        """Whether the request only reads the database (so it may run on an event loop, see app.py)."""
-        return grant_type == "client_credentials" or (grant_type == GRANT_TYPE and exchange_only_reads(params))
+    def runs_inline(grant_type: str, params: Mapping[str, str]) -> bool:
+        """Whether the request may run on an event loop (see app.py): it reads, and writes at most one
+        short statement, without ever waiting for a lock there."""
+        return grant_type == "client_credentials" or (grant_type == GRANT_TYPE and exchange_runs_inline(params))
 
     @property
     def grant_types(self) -> list[str]:
@@ -80,7 +81,7 @@ class TokenEndpoint:
 
         Raises ``DatabaseBusyError`` when a database lock was held too long (on an event loop: at all).
         """
-        if not self.only_reads(grant_type, params):
+        if not self.runs_inline(grant_type, params):
             return self._issue(params, grant_type, authorization=authorization, source=source, request_id=request_id)
         with self.server.store.shared_reads():  # the few reads of a cheap grant share one connection
             return self._issue(params, grant_type, authorization=authorization, source=source, request_id=request_id)

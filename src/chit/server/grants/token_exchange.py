@@ -39,11 +39,18 @@ SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, deferred.DEFERRED_TOKEN_TYPE, API_KEY_
 REQUESTED_OTHER_TYPES = (BISCUIT_TOKEN_TYPE, deferred.DEFERRED_TOKEN_TYPE)
 
 
-def exchange_only_reads(params: Mapping[str, str]) -> bool:
-    """Acting for a user now, or impersonating: nothing is written (the audit event aside, written apart)."""
+def exchange_runs_inline(params: Mapping[str, str]) -> bool:
+    """Acting for a user now, impersonating, or redeeming a deferred delegation: reads, and for a
+    redemption one short UPDATE, none of which waits for a lock on an event loop (see app.py); the
+    audit event is written apart. Creating a deferred delegation (an INSERT after a count) does not."""
     if params.get("requested_token_type") == deferred.DEFERRED_TOKEN_TYPE:
         return False
-    return "requested_subject" in params or params.get("subject_token_type") in ACCESS_TOKEN_TYPES
+    subject_type = params.get("subject_token_type")
+    return (
+        "requested_subject" in params
+        or subject_type in ACCESS_TOKEN_TYPES
+        or subject_type == deferred.DEFERRED_TOKEN_TYPE
+    )
 
 
 class TokenExchangeGrant:

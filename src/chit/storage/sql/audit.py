@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, text
 from sqlalchemy.dialects import sqlite
 
-from chit.errors import DatabaseBusyError
 from chit.storage import tables as t
-from chit.storage.engine import is_lock_error
 from chit.storage.records import (
     AuditRecord,
 )
-from chit.storage.sql.connection import Connected, _LoopConnection
+from chit.storage.sql.connection import Connected
 
 GENESIS_HASH = "0" * 64
 
@@ -67,10 +64,18 @@ class Audit(Connected):
         """Append events in order, each hash-chained to the one before (``chain(prev_hash, row)``)."""
         if not rows:
             return
-        kept = self._loop_connection() if self._joined() is None else None
-        if kept is not None:
-            self._append_on_loop(kept, rows, chain)
-            return
+        with self._loop_transaction() as cursor:
+            if cursor is not None:  # the group commit of an event loop
+                head = cursor.execute(_SQLITE_HEAD).fetchone()
+                chained = _chained(rows, head[0] if head else GENESIS_HASH, chain)
+                cursor.executemany(
+                    _SQLITE_APPEND,
+                    [
+                        tuple({**row, "prev_hash": before, "hash": digest}[name] for name in _SQLITE_ORDER)
+                        for row, before, digest in chained
+                    ],
+                )
+                return
         with self._write() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK_KEY})
@@ -80,38 +85,6 @@ class Audit(Connected):
                 {**row, "prev_hash": before, "hash": digest} for row, before, digest in _chained(rows, prev, chain)
             ]
             conn.execute(insert(t.audit_events), values)
-
-    def _append_on_loop(
-        self, kept: _LoopConnection, rows: Sequence[dict[str, Any]], chain: Callable[[str, dict[str, Any]], str]
-    ) -> None:
-        """The group commit of an event loop, on the loop's own SQLite connection: a third of Core's cost.
-        The loop's engine never waits for the lock: busy, it raises ``DatabaseBusyError`` at once."""
-        connection = kept.dbapi
-        cursor = connection.cursor()
-        try:
-            if not kept.synchronous_set:
-                cursor.execute("PRAGMA synchronous=NORMAL")  # as the engine sets it before a first write
-                kept.synchronous_set = True
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                head = cursor.execute(_SQLITE_HEAD).fetchone()
-                chained = _chained(rows, head[0] if head else GENESIS_HASH, chain)
-                values = [
-                    tuple({**row, "prev_hash": before, "hash": digest}[name] for name in _SQLITE_ORDER)
-                    for row, before, digest in chained
-                ]
-                cursor.executemany(_SQLITE_APPEND, values)
-                cursor.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.rollback()
-                raise
-        except sqlite3.Error as exc:
-            if is_lock_error(exc):
-                raise DatabaseBusyError() from exc
-            raise
-        finally:
-            cursor.close()
 
     def audit_events(
         self,

@@ -30,6 +30,17 @@ def _delegation(row: Any) -> DelegationRecord:
     )
 
 
+# the columns in ``DelegationRecord``'s order
+_SQLITE_DELEGATION = (
+    "SELECT id, subject_id, client_id, secret_hash, scope, job_id, act, created_at, expires_at, revoked_at,"
+    " last_used_at, redemptions FROM delegations WHERE id = ?"
+)
+_SQLITE_REDEEMED = (
+    "UPDATE delegations SET last_used_at = ?, redemptions = redemptions + 1"
+    " WHERE id = ? AND revoked_at IS NULL AND expires_at > ?"
+)
+
+
 class Delegations(Connected):
     def create_delegation(self, record: DelegationRecord, *, max_active: int, now: int) -> None:
         """Store a new delegation, unless its service already holds ``max_active`` live ones for the user."""
@@ -65,6 +76,15 @@ class Delegations(Connected):
             )
 
     def delegation(self, delegation_id: str) -> DelegationRecord | None:
+        if self._sqlite:  # read by every redemption
+            rows = self._sqlite_rows(_SQLITE_DELEGATION, (delegation_id,))
+            if not rows:
+                return None
+            id, subject_id, client_id, secret_hash, scope, job_id, act, created, expires, revoked, used, count = rows[0]
+            return DelegationRecord(
+                id, subject_id, client_id, secret_hash, frozenset(scope.split()), job_id, act, created, expires,
+                revoked, used, count,
+            )  # fmt: skip
         with self._read() as conn:
             row = conn.execute(select(t.delegations).where(t.delegations.c.id == delegation_id)).first()
         return None if row is None else _delegation(row)
@@ -84,6 +104,9 @@ class Delegations(Connected):
 
     def redeemed(self, delegation_id: str, now: int) -> bool:
         """Count one redemption of a live delegation; False when it was revoked or expired meanwhile."""
+        with self._loop_transaction() as cursor:
+            if cursor is not None:
+                return bool(cursor.execute(_SQLITE_REDEEMED, (now, delegation_id, now)).rowcount == 1)
         with self._write() as conn:
             result = conn.execute(
                 update(t.delegations)
