@@ -12,6 +12,7 @@ a lock held by another session is bounded the same way (``lock_timeout``).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -260,3 +261,51 @@ def test_a_redemption_writing_on_the_event_loop_waits_out_a_short_lock_and_refus
         assert [a.status_code for a in answers] == [200] * 20
         assert redemptions(chit, handle) == 22
         chit.cli_ok("audit", "verify")
+
+
+def test_redemptions_on_two_workers_at_once_are_never_refused(tmp_path: Path) -> None:
+    """Two workers redeem at once: each one's UPDATE on its event loop meets the other's lock all the time.
+    Such a redemption waits its turn in a grant thread, as any writing grant does: never a 503."""
+    chit = ChitServer(tmp_path / "data", free_port())
+    with chit.running("--workers", "2"):
+        image_store = register_service(chit, tmp_path, "image-store", IMAGE_STORE_MANIFEST)
+        register_service(chit, tmp_path, "tagging", TAGGING_MANIFEST)
+        _user, token = add_tagging_user(chit, "erin", "erin-password-1")
+        handle = image_store.deferred_handle(token)
+        form = {
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": handle,
+            "subject_token_type": "urn:chit:token-type:deferred-delegation",
+        }
+
+        async def redeem_all() -> list[int]:
+            async with httpx.AsyncClient(timeout=30, auth=image_store.auth) as http:
+
+                async def redeem_some() -> list[int]:
+                    return [(await http.post(chit.token_url, data=form)).status_code for _ in range(25)]
+
+                batches = await asyncio.gather(*(redeem_some() for _ in range(64)))
+            return [status for batch in batches for status in batch]
+
+        statuses = asyncio.run(redeem_all())
+        assert statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
+        assert redemptions(chit, handle) == len(statuses)
+
+
+def test_forty_redemptions_meeting_a_short_lock_all_wait_their_turn(tmp_path: Path) -> None:
+    """More redemptions meet a lock at once than the threads kept for waiting out a stuck file: they
+    queue for the grant threads, as any writing grant does, and all are answered once it is released."""
+    chit = ChitServer(tmp_path / "data", free_port(), extra_env={"CHIT_DB_LOCK_TIMEOUT_MS": "1500"})
+    with chit.running():
+        image_store = register_service(chit, tmp_path, "image-store", IMAGE_STORE_MANIFEST)
+        register_service(chit, tmp_path, "tagging", TAGGING_MANIFEST)
+        _user, token = add_tagging_user(chit, "fay", "fay-password-1")
+        handle = image_store.deferred_handle(token)
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            with sqlite_locked(chit.data_dir / "chit.db", LOCKS["writer"]):
+                pending = [pool.submit(image_store.redeem, handle) for _ in range(40)]
+                time.sleep(0.4)
+            answers = [future.result() for future in pending]
+        statuses = [answer.status_code for answer in answers]
+        assert statuses == [200] * 40, {s: statuses.count(s) for s in set(statuses)}
+        assert redemptions(chit, handle) == 40

@@ -169,7 +169,10 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
             try:
                 outcome = issue()  # never waits for a lock on the loop (Store): busy, it tells at once
             except DatabaseBusyError:
-                outcome = await wait_for_database(issue)
+                if token_endpoint.writes_inline(grant_type, params):  # queue like the other writing grants
+                    outcome = await anyio.to_thread.run_sync(issue, limiter=grant_threads)
+                else:
+                    outcome = await wait_for_database(issue)
         else:
             outcome = await anyio.to_thread.run_sync(issue, limiter=grant_threads)
         await server.audit.record_async(*outcome.events)

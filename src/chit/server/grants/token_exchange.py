@@ -53,6 +53,11 @@ def exchange_runs_inline(params: Mapping[str, str]) -> bool:
     )
 
 
+def exchange_writes_inline(params: Mapping[str, str]) -> bool:
+    """The one exchange that runs on an event loop and writes: redeeming a deferred delegation."""
+    return params.get("subject_token_type") == deferred.DEFERRED_TOKEN_TYPE
+
+
 class TokenExchangeGrant:
     grant_type: ClassVar[str] = GRANT_TYPE
 
