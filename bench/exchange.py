@@ -1,9 +1,9 @@
 """Benchmark: delegation by token exchange (RFC 8693) beside client_credentials issuance, same run.
 
-Starts ``chit serve --workers 1 --signing-alg ALG`` on a fresh temporary data directory, registers the
-photo example's image store (which may act for users) and tagging service, adds a user and logs her
-in once (``CHIT_ACCESS_TOKEN_TTL`` raised so that her token outlives the run). Then, interleaved in
-every round, ``wrk`` drives the token endpoint with:
+Starts ``chit serve --workers 1 --signing-alg ALG`` (``--workers N`` for more) on a fresh temporary
+data directory, registers the photo example's image store (which may act for users) and tagging
+service, adds a user and logs her in once (``CHIT_ACCESS_TOKEN_TTL`` raised so that her token outlives
+the run). Then, interleaved in every round, ``wrk`` drives the token endpoint with:
 
 * ``client_credentials`` for the image store's own account: the reference;
 * a token exchange of the user's token by the image store, addressed to the tagging service (the
@@ -99,7 +99,7 @@ class Bench:
         data_dir = self.tmp / "chit"
         port = free_port()
         chit = [self.python, "-m", "chit"]
-        command = [*chit, "serve", "--host", HOST, "--port", str(port), "--workers", "1"]
+        command = [*chit, "serve", "--host", HOST, "--port", str(port), "--workers", str(self.args.workers)]
         command += ["--signing-alg", self.args.alg, "--data-dir", str(data_dir)]
         env = {**os.environ, "CHIT_ADMIN_PASSWORD": secrets.token_urlsafe(16), "CHIT_ACCESS_TOKEN_TTL": "86400"}
         server = self.start(Server(f"chit {self.args.alg}", command, port, env, self.tmp / "chit.log"))
@@ -194,6 +194,7 @@ def table(targets: list[Target]) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--alg", default="EdDSA", choices=["RS256", "ES256", "EdDSA"])
+    parser.add_argument("--workers", type=int, default=1, choices=[1, 2, 4], help="chit serve --workers")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured wrk run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk warm-up per target")
     parser.add_argument("--rounds", type=int, default=2, help="measured runs per target, interleaved")
@@ -218,11 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.close()
     command = "python bench/exchange.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    workers = "one chit worker" if args.workers == 1 else f"{args.workers} chit workers"
     lines = [
         f"#### Token exchange beside client_credentials ({started:%Y-%m-%d %H:%M} UTC)",
         "",
         f"`{command.strip()}`: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.rounds} "
-        f"interleaved rounds per target (median shown), {args.warmup:g} s warm-up; one chit worker, {args.alg}; "
+        f"interleaved rounds per target (median shown), {args.warmup:g} s warm-up; {workers}, {args.alg}; "
         f"{os.cpu_count()} CPUs shared by the servers and wrk (load average {load_before} before, "
         f"{load_average()} after); {versions()}; {chit_source()}.",
         "",
