@@ -30,6 +30,7 @@ from helpers import (
     IMAGE_STORE_MANIFEST,
     TAGGING_MANIFEST,
     ChitServer,
+    ServiceClient,
     add_tagging_user,
     delegation_id,
     free_port,
@@ -226,6 +227,14 @@ def test_a_postgresql_lock_held_by_another_session_is_bounded(tmp_path: Path, po
         chit.cli_ok("audit", "verify")
 
 
+def deferred_delegation(chit: ChitServer, directory: Path, username: str) -> tuple[ServiceClient, str]:
+    """The image store of a tagging installation, and its handle to act for a new user later."""
+    image_store = register_service(chit, directory, "image-store", IMAGE_STORE_MANIFEST)
+    register_service(chit, directory, "tagging", TAGGING_MANIFEST)
+    _user, token = add_tagging_user(chit, username, f"{username}-password-1")
+    return image_store, image_store.deferred_handle(token)
+
+
 def redemptions(chit: ChitServer, handle: str) -> int:
     with sqlite3.connect(chit.data_dir / "chit.db") as db:
         [(count,)] = db.execute("SELECT redemptions FROM delegations WHERE id = ?", (delegation_id(handle),))
@@ -237,10 +246,7 @@ def test_a_redemption_writing_on_the_event_loop_waits_out_a_short_lock_and_refus
     waits there: a lock moves it to a thread, bounded; a 503 counts nothing, and 20 at once count 20."""
     chit = ChitServer(tmp_path / "data", free_port(), extra_env={"CHIT_DB_LOCK_TIMEOUT_MS": "1500"})
     with chit.running():
-        image_store = register_service(chit, tmp_path, "image-store", IMAGE_STORE_MANIFEST)
-        register_service(chit, tmp_path, "tagging", TAGGING_MANIFEST)
-        _user, token = add_tagging_user(chit, "dana", "dana-password-1")
-        handle = image_store.deferred_handle(token)
+        image_store, handle = deferred_delegation(chit, tmp_path, "dana")
         assert image_store.redeem(handle).status_code == 200
 
         with ThreadPoolExecutor(max_workers=20) as pool:
@@ -268,10 +274,7 @@ def test_redemptions_on_two_workers_at_once_are_never_refused(tmp_path: Path) ->
     Such a redemption waits its turn in a grant thread, as any writing grant does: never a 503."""
     chit = ChitServer(tmp_path / "data", free_port())
     with chit.running("--workers", "2"):
-        image_store = register_service(chit, tmp_path, "image-store", IMAGE_STORE_MANIFEST)
-        register_service(chit, tmp_path, "tagging", TAGGING_MANIFEST)
-        _user, token = add_tagging_user(chit, "erin", "erin-password-1")
-        handle = image_store.deferred_handle(token)
+        image_store, handle = deferred_delegation(chit, tmp_path, "erin")
         form = {
             "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
             "subject_token": handle,
@@ -297,10 +300,7 @@ def test_forty_redemptions_meeting_a_short_lock_all_wait_their_turn(tmp_path: Pa
     queue for the grant threads, as any writing grant does, and all are answered once it is released."""
     chit = ChitServer(tmp_path / "data", free_port(), extra_env={"CHIT_DB_LOCK_TIMEOUT_MS": "1500"})
     with chit.running():
-        image_store = register_service(chit, tmp_path, "image-store", IMAGE_STORE_MANIFEST)
-        register_service(chit, tmp_path, "tagging", TAGGING_MANIFEST)
-        _user, token = add_tagging_user(chit, "fay", "fay-password-1")
-        handle = image_store.deferred_handle(token)
+        image_store, handle = deferred_delegation(chit, tmp_path, "fay")
         with ThreadPoolExecutor(max_workers=40) as pool:
             with sqlite_locked(chit.data_dir / "chit.db", LOCKS["writer"]):
                 pending = [pool.submit(image_store.redeem, handle) for _ in range(40)]
