@@ -88,8 +88,9 @@ class Connected:
 
     @contextmanager
     def _writers_turn(self) -> Iterator[None]:
-        """A thread's turn among this process's SQLite writers (see ``__init__``); on an event loop's
-        thread no turn is taken: the loop never waits, its engine tells a busy lock at once."""
+        """A thread's turn among this process's SQLite writers (see ``__init__``), waited for at most as
+        long as SQLite's own lock: a write may wait twice the bound in all. On an event loop's thread no
+        turn is taken: the loop never waits, its engine tells a busy lock at once."""
         if not self._sqlite or asyncio._get_running_loop() is not None:
             yield
             return
