@@ -11,9 +11,7 @@ credentials and keys. Each service's own decisions are tested beside this module
 from __future__ import annotations
 
 import biscuit_auth
-from shop_services import TO_EMAIL, TO_PAYMENT, Shop, assert_refused, post
-
-from chit import ServiceKey, attenuate
+from shop_services import Shop, post
 
 
 def test_the_chain_succeeds_and_email_knows_it_came_through_cart_and_payment(shop: Shop) -> None:
@@ -38,46 +36,3 @@ def test_the_chits_of_the_chain_carry_one_signed_block_per_hop(shop: Shop) -> No
         None,
         shop.keys["payment"].public_key,
     ]
-
-
-def test_payments_chit_is_refused_by_the_cart_naming_the_check(shop: Shop) -> None:
-    assert_refused(post(shop.cart.url + "/checkout", shop.to_payment()), "chit check failed", "operation", "block 1")
-
-
-def test_emails_chit_is_refused_by_payment_naming_the_check(shop: Shop) -> None:
-    assert_refused(
-        post(shop.payment.url + "/charges", shop.to_email()), "chit check failed", "email:messages:send", "block 3"
-    )
-
-
-def test_a_chit_that_skipped_the_cart_is_refused_by_payment(shop: Shop) -> None:
-    unsigned = attenuate(shop.minted(), operations=TO_PAYMENT, public_keys=shop.root_keys)
-    assert_refused(post(shop.payment.url + "/charges", unsigned), "no proof that the request came through cart")
-
-
-def test_a_block_signed_by_an_unregistered_key_proves_nothing(shop: Shop) -> None:
-    forged = ServiceKey("payment", str(biscuit_auth.KeyPair().private_key))
-    assert_refused(
-        post(shop.email.url + "/messages", shop.to_email(sign_as=forged)),
-        "no proof that the request came through payment",
-        "(proven: cart)",
-    )
-
-
-def test_a_service_claiming_another_ones_hop_proves_nothing(shop: Shop) -> None:
-    cart_as_payment = ServiceKey("payment", shop.keys["cart"].private_key)
-    assert_refused(
-        post(shop.email.url + "/messages", shop.to_email(sign_as=cart_as_payment)),
-        "no proof that the request came through payment",
-    )
-
-
-def test_payment_itself_cannot_claim_the_cart_hop(shop: Shop) -> None:
-    payment_as_cart = ServiceKey("cart", shop.keys["payment"].private_key)
-    skipped = attenuate(shop.minted(), operations=TO_PAYMENT, sign_as=payment_as_cart, public_keys=shop.root_keys)
-    email_chit = attenuate(skipped, operations=TO_EMAIL, sign_as=shop.keys["payment"], public_keys=shop.root_keys)
-    assert_refused(post(shop.email.url + "/messages", email_chit), "no proof that the request came through cart")
-
-
-def test_a_user_token_carries_no_path(shop: Shop) -> None:
-    assert_refused(post(shop.email.url + "/messages", shop.token()), "came through cart, payment")

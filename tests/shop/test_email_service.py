@@ -73,6 +73,14 @@ def test_a_hop_signed_by_a_key_nobody_registered_proves_nothing(shop: Shop) -> N
     )
 
 
+def test_a_service_claiming_another_ones_hop_proves_nothing(shop: Shop) -> None:
+    cart_as_payment = ServiceKey("payment", shop.keys["cart"].private_key)
+    assert_refused(
+        post(shop.email.url + "/messages", shop.to_email(sign_as=cart_as_payment)),
+        "no proof that the request came through payment",
+    )
+
+
 def test_a_user_logged_out_everywhere_is_refused_within_a_second_or_two(shop: Shop) -> None:
     chit = shop.to_email("erin")
     assert post(shop.email.url + "/messages", chit).status_code == 200

@@ -59,18 +59,6 @@ def test_another_service_signing_as_the_cart_proves_nothing(shop: Shop) -> None:
         assert_refused(post(shop.payment.url + "/charges", chit), "no proof that the request came through cart")
 
 
-def test_the_chit_it_hands_to_email_carries_its_signed_block_after_the_carts(shop: Shop) -> None:
-    token = biscuit_auth.Biscuit.from_base64(shop.to_email(), biscuit_auth.PublicKey(shop.root_keys[0]))
-    signers = [token.block_external_key(i) for i in range(token.block_count())]
-    assert [None if s is None else str(s) for s in signers] == [
-        None,
-        None,
-        shop.keys["cart"].public_key,
-        None,
-        shop.keys["payment"].public_key,
-    ]
-
-
 def test_a_chit_revoked_at_its_root_is_refused_within_a_second_or_two(shop: Shop) -> None:
     minted = shop.minted()
     to_payment = shop.narrowed(minted, TO_PAYMENT, shop.keys["cart"])
