@@ -328,13 +328,7 @@ class Bench:
         env = {**os.environ, "CHIT_ADMIN_PASSWORD": secrets.token_urlsafe(16)}
         log = self.tmp / f"chit-{alg}-w{workers}.log"
         server = self._start(Server(f"chit {alg} ({workers} workers)", command, port, env, log))
-        location = ["--data-dir", str(data_dir)]
-        manifest = self.tmp / "image-store.toml"
-        manifest.write_text(MANIFEST)
-        run_cli([*chit, "service", "register", str(manifest), "--json", *location], env)
-        added = run_cli([*chit, "client", "add", "bench", "--scope", CLIENT_SCOPE, "--json", *location], env)
-        client = json.loads(added.stdout)
-        return server, basic_authorization(client["client_id"], client["client_secret"])
+        return server, register_bench_client(chit, data_dir, env, self.tmp)
 
     def measure(self, workers: int) -> list[Target]:
         baseline = self.start_baseline(workers)
@@ -448,6 +442,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not all(1 <= w <= 8 for w in args.workers):
         parser.error("--workers takes counts from 1 to 8")
     return args
+
+
+def register_bench_client(chit: list[str], data_dir: Path, env: dict[str, str], tmp: Path) -> str:
+    """Register ``MANIFEST``'s service and add the ``bench`` client with ``CLIENT_SCOPE`` to the data
+    directory of a running ``chit serve``; the client's Basic authorization."""
+    location = ["--data-dir", str(data_dir)]
+    manifest = tmp / "image-store.toml"
+    manifest.write_text(MANIFEST)
+    run_cli([*chit, "service", "register", str(manifest), "--json", *location], env)
+    added = run_cli([*chit, "client", "add", "bench", "--scope", CLIENT_SCOPE, "--json", *location], env)
+    client = json.loads(added.stdout)
+    return basic_authorization(client["client_id"], client["client_secret"])
 
 
 @contextlib.contextmanager

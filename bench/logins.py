@@ -43,14 +43,11 @@ import httpx
 from argon2.low_level import Type, verify_secret
 from benchinfo import chit_source, load_average, versions
 from issuance import (
-    CLIENT_SCOPE,
     HOST,
-    MANIFEST,
     Server,
-    basic_authorization,
     free_port,
     group_cpu_seconds,
-    run_cli,
+    register_bench_client,
     stop_on_sigterm,
 )
 
@@ -195,13 +192,8 @@ class Bench:
         self.server = Server(f"chit ({args.workers} workers)", command, port, env, self.tmp / "chit.log")
         self.server.start()
         self.url = self.server.url + "/oauth2/token"
+        self.cc_authorization = register_bench_client(chit, data_dir, env, self.tmp)
         location = ["--data-dir", str(data_dir)]
-        manifest = self.tmp / "image-store.toml"
-        manifest.write_text(MANIFEST)
-        run_cli([*chit, "service", "register", str(manifest), "--json", *location], env)
-        added = run_cli([*chit, "client", "add", "bench", "--scope", CLIENT_SCOPE, "--json", *location], env)
-        client = json.loads(added.stdout)
-        self.cc_authorization = basic_authorization(client["client_id"], client["client_secret"])
         for n in range(args.users):
             username = f"bench-user-{n}"
             done = subprocess.run(

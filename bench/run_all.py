@@ -31,11 +31,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+
+from issuance import stop_on_sigterm
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -951,18 +953,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    def _raise(_signum: int, _frame: object) -> None:
-        raise SystemExit(143)
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     selected = [b for b in BENCHMARKS if not args.only or b.name in args.only]
@@ -974,7 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_dir = args.save_dir or Path(tempfile.mkdtemp(prefix=f"chit-bench-{started:%Y%m%d-%H%M}-"))
         total = sum(b.quick_minutes if args.quick else b.minutes for b in selected)
         print(f"running {len(selected)} benchmark(s), about {total:.1f} min; outputs in {save_dir}", file=sys.stderr)
-        with sigterm_as_exit():
+        with stop_on_sigterm():
             for bench in selected:
                 outputs.append(run_benchmark(bench, args.quick, save_dir))
         print(f"outputs saved in {save_dir}", file=sys.stderr)

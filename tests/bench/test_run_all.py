@@ -21,6 +21,7 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
 def load_run_all() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "bench"))  # as ``python bench/run_all.py`` has it: its siblings import
     spec = importlib.util.spec_from_file_location("bench_run_all", ROOT / "bench" / "run_all.py")
     assert spec is not None
     assert spec.loader is not None
