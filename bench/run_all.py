@@ -84,7 +84,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         0.5,
         8,
     ),
-    Benchmark("sdk_endpoint", ("--rounds", "3", "--duration", "6"), ("--rounds", "1", "--duration", "3"), 3.8, 1.0, 12),
+    Benchmark("sdk_endpoint", ("--rounds", "5", "--duration", "4"), ("--rounds", "1", "--duration", "3"), 4.2, 1.0, 12),
     Benchmark(
         "logins",
         (),

@@ -30,10 +30,13 @@ This starts, each on a free port on 127.0.0.1:
 
 Each endpoint is checked once (200 with the token; 401 without it for the protected ones), then
 driven by ``wrk -t1 -c32`` for ``--rounds`` rounds of ``--duration`` seconds, the endpoints
-interleaved in every round. Requests/s count 2xx answers only; anything else is reported. Every
-process started here is stopped at the end, also on failure or Ctrl-C.
+interleaved in every round. Requests/s count 2xx answers only; anything else is reported. The ratio
+to ``/open`` is the median over rounds of each round's ratio to the ``/open`` run just before it, so
+that the machine's drift between rounds cancels out. With two CPUs or more, the apps run on the last
+one and wrk on the others (``sched_setaffinity``): neither migrates onto the other's core mid-round.
+Every process started here is stopped at the end, also on failure or Ctrl-C.
 
-    /work/venv/bin/python bench/sdk_endpoint.py            # about 2 minutes
+    .venv/bin/python bench/sdk_endpoint.py --rounds 5 --duration 4    # about 4 minutes
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -214,10 +217,34 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"{url} did not come up:\n{log.read_text(errors='replace')}")
 
 
+def on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that keeps the child on ``cpus`` (None: wherever the scheduler puts it)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def pinning() -> tuple[set[int] | None, set[int] | None]:
+    """The CPUs of the measured apps and of wrk: apart, so that neither takes the other's core mid-round."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None
+    return {available[-1]}, set(available[:-1])
+
+
 @contextlib.contextmanager
-def started(command: list[str], env: dict[str, str], health_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def started(
+    command: list[str], env: dict[str, str], health_url: str, log: Path, cpus: set[int] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=on_cpus(cpus),
+        )
     try:
         wait_healthy(health_url, process, log)
         yield process
@@ -244,7 +271,9 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_wrk(url: str, token: str, duration: float, connections: int, pid: int) -> dict[str, float]:
+def run_wrk(
+    url: str, token: str, duration: float, connections: int, pid: int, cpus: set[int] | None = None
+) -> dict[str, float]:
     command = [
         "wrk",
         "-t1",
@@ -256,7 +285,7 @@ def run_wrk(url: str, token: str, duration: float, connections: int, pid: int) -
         url,
     ]
     cpu_before = process_cpu_seconds(pid)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, preexec_fn=on_cpus(cpus))
     cpu = process_cpu_seconds(pid) - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed on {url}:\n{done.stdout}\n{done.stderr}")
@@ -279,10 +308,24 @@ def run_wrk(url: str, token: str, duration: float, connections: int, pid: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=4)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--endpoints",
+        nargs="+",
+        choices=ENDPOINTS,
+        default=ENDPOINTS,
+        metavar="ENDPOINT",
+        help="only these (the /open of each app is always run: the ratios are to it)",
+    )
     args = parser.parse_args()
+    wanted = (
+        set(args.endpoints)
+        | {"/open"}
+        | ({HANDLER + "/open"} if any(e.startswith(HANDLER) for e in args.endpoints) else set())
+    )
+    endpoints = [endpoint for endpoint in ENDPOINTS if endpoint in wanted]
     load_before = load_average()
 
     with tempfile.TemporaryDirectory(prefix="chit-bench-") as tmp:
@@ -333,10 +376,17 @@ def main() -> None:
 
             base = f"http://{HOST}:{app_port}"
             handler_base = f"http://{HOST}:{handler_port}"
+            app_cpus, wrk_cpus = pinning()
             with (
-                started(uvicorn("create_app", app_port), app_env, base + "/open", root / "app.log") as app_process,
                 started(
-                    uvicorn("create_app_with_handler", handler_port), app_env, handler_base + "/open", root / "h.log"
+                    uvicorn("create_app", app_port), app_env, base + "/open", root / "app.log", app_cpus
+                ) as app_process,
+                started(
+                    uvicorn("create_app_with_handler", handler_port),
+                    app_env,
+                    handler_base + "/open",
+                    root / "h.log",
+                    app_cpus,
                 ) as handler_process,
             ):
 
@@ -345,35 +395,56 @@ def main() -> None:
                         return handler_base + endpoint.removeprefix(HANDLER), handler_process.pid
                     return base + endpoint, app_process.pid
 
-                for endpoint in ENDPOINTS:
+                for endpoint in endpoints:
                     url, _ = target(endpoint)
                     ok = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
                     assert ok.status_code == 200, (endpoint, ok.status_code, ok.text)
                     if "/chit" in endpoint or "/pyjwt" in endpoint:
                         assert httpx.get(url).status_code == 401, endpoint
-                for endpoint in ENDPOINTS:  # warm-up
+                for endpoint in endpoints:  # warm-up
                     url, pid = target(endpoint)
-                    run_wrk(url, token, 2, args.connections, pid)
-                samples: dict[str, list[dict[str, float]]] = {endpoint: [] for endpoint in ENDPOINTS}
+                    run_wrk(url, token, 2, args.connections, pid, wrk_cpus)
+                samples: dict[str, list[dict[str, float]]] = {endpoint: [] for endpoint in endpoints}
                 for _ in range(args.rounds):
-                    for endpoint in ENDPOINTS:
+                    for endpoint in endpoints:
                         url, pid = target(endpoint)
-                        samples[endpoint].append(run_wrk(url, token, args.duration, args.connections, pid))
+                        samples[endpoint].append(run_wrk(url, token, args.duration, args.connections, pid, wrk_cpus))
 
-    report(samples, args, load_before)
+    report(samples, args, load_before, app_cpus, wrk_cpus)
 
 
-def report(samples: dict[str, list[dict[str, float]]], args: argparse.Namespace, load_before: str) -> None:
+def report(
+    samples: dict[str, list[dict[str, float]]],
+    args: argparse.Namespace,
+    load_before: str,
+    app_cpus: set[int] | None,
+    wrk_cpus: set[int] | None,
+) -> None:
     def median(path: str, key: str) -> float:
         return statistics.median(s[key] for s in samples[path])
 
+    def paired(path: str, baseline: str) -> float:
+        """The median over rounds of the ratio to the baseline's run of the same round (minutes apart at most)."""
+        return statistics.median(s["rps"] / b["rps"] for s, b in zip(samples[path], samples[baseline], strict=True))
+
+    placed = (
+        "apps pinned to CPU "
+        + ",".join(map(str, sorted(app_cpus)))
+        + ", wrk to CPU "
+        + ",".join(map(str, sorted(wrk_cpus)))
+        if app_cpus and wrk_cpus
+        else "not pinned"
+    )
+
     stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    only = "" if tuple(args.endpoints) == ENDPOINTS else " --endpoints " + " ".join(args.endpoints)
     print(f"### FastAPI endpoint behind the SDK dependency ({stamp})")
     print()
     print(
-        f"`python bench/sdk_endpoint.py --rounds {args.rounds} --duration {args.duration}`: "
+        f"`python bench/sdk_endpoint.py --rounds {args.rounds} --duration {args.duration}{only}`: "
         f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds per endpoint "
-        "(median shown), 2 s warm-up; one uvicorn worker per app (httptools, uvloop, no access log; "
+        f"(median shown; {TIMES} `/open`: the median of each round's ratio to that round's `/open`), "
+        f"2 s warm-up; {placed}; one uvicorn worker per app (httptools, uvloop, no access log; "
         "`handler:` rows: the app with `app.add_exception_handler(AuthError, auth_error_handler)`, "
         "against its own `/open`) sharing the "
         f"{os.cpu_count()} CPUs with wrk (load average {load_before} before, {load_average()} after); "
@@ -387,13 +458,13 @@ def report(samples: dict[str, list[dict[str, float]]], args: argparse.Namespace,
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for path, runs in samples.items():
         own_open = HANDLER + "/open" if path.startswith(HANDLER) else "/open"  # each app against its own
-        open_rps, open_cpu = median(own_open, "rps"), median(own_open, "cpu_us")
+        open_cpu = median(own_open, "cpu_us")
         rps, cpu = median(path, "rps"), median(path, "cpu_us")
         rounds = ", ".join(f"{s['rps']:.0f}" for s in runs)
         bad = sum(int(s["non_2xx"]) for s in runs)
         errors = sum(int(s["socket_errors"]) for s in runs)
         print(
-            f"| `{path}` | {rps:,.0f} | {rounds} | {rps / open_rps:.2f}{TIMES} | {cpu:.0f} "
+            f"| `{path}` | {rps:,.0f} | {rounds} | {paired(path, own_open):.2f}{TIMES} | {cpu:.0f} "
             f"| {cpu - open_cpu:+.0f} | {bad} | {errors} | {median(path, 'p99_ms'):.1f} |"
         )
 

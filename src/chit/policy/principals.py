@@ -143,6 +143,11 @@ class Principal:
             return True
         return any(granted.covers(wanted) for granted in self._wildcards)
 
+    def holds_exactly(self, permissions: Iterable[str]) -> bool:
+        """Whether every one of ``permissions`` is granted word for word: the quick yes of ``holds`` (False
+        says nothing: a wildcard grant may still cover one)."""
+        return self._exact.issuperset(permissions)
+
     def can(self, permission: str, *, resource: str | None = None) -> bool:
         """Whether ``permission`` may be exercised (on ``resource``, when given): granted, and for a chit
         allowed by its checks."""

@@ -36,6 +36,9 @@ class DecisionLog:
         if self.logger.isEnabledFor(level):
             self._log(level, "allow" if decision.allowed else "deny", decision.permission, decision.reason, principal)
 
+    def logs_allows(self) -> bool:
+        return self.logger.isEnabledFor(self.allow_level)
+
     def rejected(self, reason: str, principal: Principal | None = None) -> None:
         if self.logger.isEnabledFor(self.reject_level):
             self._log(self.reject_level, "reject", None, reason, principal)

@@ -95,6 +95,7 @@ log = logging.getLogger("chit.sdk")
 REVOKED = "token has been revoked"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_MAX_STALENESS = 30.0
+BEARER_MEMORY = 1024  # Authorization values remembered by ``token_of``; forgotten all at once when full
 STARTUP_FAILURE = 3  # the exit status uvicorn gives a failed startup; gunicorn stops booting workers on it
 KEY_CHECK_RETRY = (1.0, 30.0)  # first and longest pause between tries to check the service key
 StalePolicy = Callable[[str | None, frozenset[str]], bool]
@@ -257,6 +258,8 @@ class TokenVerifier:
         elif redis_url is not None:
             raise TypeError("redis_url needs the service's identity to follow the revocation feed with")
         self._refetches: set[asyncio.Task[None]] = set()  # key refetches a key revocation started
+        self._bearers: dict[bytes, str] = {}  # raw Authorization value -> its token (``token_of``)
+        self._max_bearer = max_token_size + len("Bearer ")
         self.service_key = service_key
         self.service_key_checked = service_key is None  # True once the issuer was seen to publish it
         self._key_check: asyncio.Task[None] | None = None
@@ -273,14 +276,9 @@ class TokenVerifier:
             await self._wait_for_bootstrap(feed)
         try:
             now = self.clock()
-            cache = self.cache
-            if cache is not None:
-                principal = cache.get(token, now)
-                if principal is not None:
-                    # also on cache hits: a withdrawn key must empty the cache
-                    (self.root_keys if principal.chit is not None else self.jwks).refresh_if_stale(now)
-                    self._check_revocation(principal, token)  # every revocation id of a chit, on every hit
-                    return principal
+            principal = self._cached(token, now)
+            if principal is not None:
+                return principal
             started = time.perf_counter()
             if is_chit(token):
                 principal = await self._verify_chit(token, now)
@@ -294,6 +292,47 @@ class TokenVerifier:
         except KeysUnavailableError:
             self.stats.refuse("keys_unavailable")
             raise
+
+    def token_of(self, headers: Iterable[tuple[bytes, bytes]]) -> str:
+        """The bearer token of an ASGI request's raw ``headers`` (``bearer_token`` says which are refused); a
+        header value seen before is answered from memory (``BEARER_MEMORY`` values, each no longer than a
+        token may be)."""
+        values = [value for name, value in headers if name == b"authorization"]
+        if len(values) == 1:
+            token = self._bearers.get(values[0])
+            if token is not None:
+                return token
+        token = bearer_token([value.decode("latin-1") for value in values])
+        value = values[0]  # bearer_token refuses anything but one value
+        if len(value) <= self._max_bearer:
+            if len(self._bearers) >= BEARER_MEMORY:
+                self._bearers.clear()
+            self._bearers[value] = token
+        return token
+
+    def verify_cached(self, token: str) -> Principal | None:
+        """``verify`` for a token verified before that still stands, without a coroutine: its principal, or
+        None when only ``verify`` can answer (not seen before, expired, no cache, the revocation list not yet
+        bootstrapped). A revoked token raises ``InvalidTokenError`` here too."""
+        feed = self.feed
+        if feed is not None and not feed.bootstrapped:
+            return None
+        try:
+            return self._cached(token, self.clock())
+        except InvalidTokenError:
+            self.stats.refuse("revoked")  # the only refusal of a cached token
+            raise
+
+    def _cached(self, token: str, now: float) -> Principal | None:
+        cache = self.cache
+        if cache is None:
+            return None
+        principal = cache.get(token, now)
+        if principal is not None:
+            # also on cache hits: a withdrawn key must empty the cache
+            (self.root_keys if principal.chit is not None else self.jwks).refresh_if_stale(now)
+            self._check_revocation(principal, token)  # every revocation id of a chit, on every hit
+        return principal
 
     async def _verify_jwt(self, token: str, now: float) -> Principal:
         jwks = self.jwks
@@ -428,6 +467,14 @@ class TokenVerifier:
         its ``method``, None when unknown, and the permissions) is refused with ``RevocationsStaleError``."""
         feed = self.feed
         stale = feed is not None and feed.stale
+        if (
+            not stale
+            and principal.chit is None
+            and principal.holds_exactly(permissions)
+            and not _logs_allows(principal.on_decision)
+        ):
+            self.stats.allowed += 1  # what ``for_request`` would decide, without building its decisions
+            return principal
         if stale:
             permissions = tuple(permissions)  # read twice below
         try:
@@ -573,3 +620,9 @@ class TokenVerifier:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _logs_allows(sink: DecisionSink | None) -> bool:
+    """Whether ``sink`` wants to hear of allowed decisions now: anything but the decision log with its allow
+    level off (DEBUG, by default) might."""
+    return sink is not None and (type(sink) is not DecisionLog or sink.logs_allows())
