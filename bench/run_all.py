@@ -78,9 +78,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ),
     Benchmark(
         "exchange",
-        ("--alg", "EdDSA", "--duration", "8", "--rounds", "2"),
+        ("--alg", "EdDSA", "--duration", "5", "--rounds", "4"),
         ("--alg", "EdDSA", "--duration", "4", "--rounds", "1", "--warmup", "1"),
-        1.6,
+        2.0,
         0.5,
         8,
     ),

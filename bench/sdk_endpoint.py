@@ -5,8 +5,10 @@ This starts, each on a free port on 127.0.0.1:
 * ``chit serve`` (RS256, the default) on a fresh temporary data directory, with the service
   ``image-store`` registered and one client whose client-credentials token is the one every
   request carries;
-* this module's app (``create_app``) on uvicorn with the same settings as ``chit serve`` (httptools,
-  uvloop, no access log, one worker). Its endpoints return the same small JSON body:
+* one uvicorn per endpoint, with the same settings as ``chit serve`` (httptools, uvloop, no access log,
+  one worker), each serving this module's app (``create_app``) with that endpoint alone, so that no
+  endpoint pays for matching the others' routes first (each route tried before the right one costs a
+  few microseconds). The endpoints return the same small JSON body:
 
   - ``/open``: no authentication at all;
   - ``/chit``: ``Security(verifier, scopes=["image-store:images:read"])`` on a plain ``FastAPI()`` (no
@@ -24,9 +26,8 @@ This starts, each on a free port on 127.0.0.1:
     itself, with no token work at all;
 
 * the same app with the one documented line of setup for ``AuthError``s the route body raises by
-  itself, ``app.add_exception_handler(AuthError, auth_error_handler)`` (``create_app_with_handler``),
-  on a second uvicorn of the same settings: its rows are ``handler:/open`` and ``handler:/chit``, and
-  their ratio column is against ``handler:/open``.
+  itself, ``app.add_exception_handler(AuthError, auth_error_handler)`` (``create_app_with_handler``):
+  its rows are ``handler:/open`` and ``handler:/chit``, and their ratio column is against ``handler:/open``.
 
 Each endpoint is checked once (200 with the token; 401 without it for the protected ones), then
 driven by ``wrk -t1 -c32`` for ``--rounds`` rounds of ``--duration`` seconds, the endpoints
@@ -118,6 +119,21 @@ class YieldingVerifier(Verifier):
             context.unbind(bound)
 
 
+def add_route(app: FastAPI, path: str, dependency: Any) -> None:
+    """``GET path`` answering the same small body, behind ``dependency`` (None: no dependency)."""
+    if dependency is None:
+
+        async def endpoint() -> dict[str, str]:
+            return {"id": "1", "owner": "usr_1"}
+
+    else:
+
+        async def endpoint(value: Any = dependency) -> dict[str, str]:
+            return {"id": "1", "owner": "usr_1"}
+
+    app.get(path)(endpoint)
+
+
 def create_app_with_handler() -> Any:
     """``create_app`` with the line of setup for ``AuthError``s the route body raises by itself."""
     app = create_app()
@@ -126,7 +142,9 @@ def create_app_with_handler() -> Any:
 
 
 def create_app() -> Any:
-    """The benchmarked service (uvicorn factory); the issuer comes from ``BENCH_ISSUER``."""
+    """The benchmarked service (uvicorn factory); the issuer comes from ``BENCH_ISSUER``. With ``BENCH_ENDPOINT``
+    set, the app has only that route (and FastAPI's documentation routes, as any app has): every endpoint
+    is measured at the same place in its router."""
     issuer = os.environ["BENCH_ISSUER"]
     verifier = Verifier(issuer, AUDIENCE)
     yielding = YieldingVerifier(issuer, AUDIENCE)
@@ -158,40 +176,21 @@ def create_app() -> Any:
     async def noop_security_yield(security_scopes: SecurityScopes, request: Request) -> AsyncIterator[str]:
         yield "x"
 
+    dependencies: dict[str, Any] = {
+        "/open": None,
+        "/chit": Security(verifier, scopes=[PERMISSION]),
+        "/chit-yield": Security(yielding, scopes=[PERMISSION]),
+        "/chit-nocache": Security(uncached, scopes=[PERMISSION]),
+        "/pyjwt": Depends(pyjwt_dependency),
+        "/noop-dependency": Depends(noop),
+        "/noop-security": Security(noop_security, scopes=[PERMISSION]),
+        "/noop-security-yield": Security(noop_security_yield, scopes=[PERMISSION]),
+    }
+    only = os.environ.get("BENCH_ENDPOINT")
     app = FastAPI()
-
-    @app.get("/noop-security-yield")
-    async def noop_security_endpoint(value: str = Security(noop_security_yield, scopes=[PERMISSION])) -> dict[str, str]:
-        return {"id": "1", "owner": "usr_1"}
-
-    @app.get("/noop-dependency")
-    async def noop_endpoint(value: str = Depends(noop)) -> dict[str, str]:
-        return {"id": "1", "owner": "usr_1"}
-
-    @app.get("/noop-security")
-    async def noop_security_endpoint_(value: str = Security(noop_security, scopes=[PERMISSION])) -> dict[str, str]:
-        return {"id": "1", "owner": "usr_1"}
-
-    @app.get("/open")
-    async def open_endpoint() -> dict[str, str]:
-        return {"id": "1", "owner": "usr_1"}
-
-    @app.get("/chit")
-    async def chit_endpoint(principal: Principal = Security(verifier, scopes=[PERMISSION])) -> dict[str, str]:
-        return {"id": "1", "owner": "usr_1"}
-
-    @app.get("/chit-yield")
-    async def chit_yield(principal: Principal = Security(yielding, scopes=[PERMISSION])) -> dict[str, str]:
-        return {"id": "1", "owner": "usr_1"}
-
-    @app.get("/chit-nocache")
-    async def chit_nocache(principal: Principal = Security(uncached, scopes=[PERMISSION])) -> dict[str, str]:
-        return {"id": "1", "owner": "usr_1"}
-
-    @app.get("/pyjwt")
-    async def pyjwt_endpoint(claims: dict[str, Any] = Depends(pyjwt_dependency)) -> dict[str, str]:
-        return {"id": "1", "owner": "usr_1"}
-
+    for path, dependency in dependencies.items():
+        if only is None or path == only:
+            add_route(app, path, dependency)
     return app
 
 
@@ -332,7 +331,7 @@ def main() -> None:
         root = Path(tmp)
         data = root / "data"
         env = {**os.environ, "CHIT_ADMIN_PASSWORD": "bench-admin-password", "CHIT_DATA_DIR": str(data)}
-        server_port, app_port = free_port(), free_port()
+        server_port = free_port()
         issuer = f"http://{HOST}:{server_port}"
         serve = [sys.executable, "-m", "chit", "serve", "--port", str(server_port)]
         with started(serve, env, issuer + "/healthz", root / "serve.log"):
@@ -348,7 +347,6 @@ def main() -> None:
             token = response.json()["access_token"]
 
             app_env = {**env, "BENCH_ISSUER": issuer}
-            handler_port = free_port()
 
             def uvicorn(factory: str, port: int) -> list[str]:
                 return [
@@ -374,26 +372,22 @@ def main() -> None:
                     "warning",
                 ]
 
-            base = f"http://{HOST}:{app_port}"
-            handler_base = f"http://{HOST}:{handler_port}"
             app_cpus, wrk_cpus = pinning()
-            with (
-                started(
-                    uvicorn("create_app", app_port), app_env, base + "/open", root / "app.log", app_cpus
-                ) as app_process,
-                started(
-                    uvicorn("create_app_with_handler", handler_port),
-                    app_env,
-                    handler_base + "/open",
-                    root / "h.log",
-                    app_cpus,
-                ) as handler_process,
-            ):
+            with contextlib.ExitStack() as apps:
+                processes: dict[str, tuple[str, int]] = {}
+                for endpoint in endpoints:
+                    path = endpoint.removeprefix(HANDLER)
+                    factory = "create_app_with_handler" if endpoint.startswith(HANDLER) else "create_app"
+                    port = free_port()
+                    log = root / f"app-{len(processes)}.log"
+                    url = f"http://{HOST}:{port}{path}"
+                    process = apps.enter_context(
+                        started(uvicorn(factory, port), {**app_env, "BENCH_ENDPOINT": path}, url, log, app_cpus)
+                    )
+                    processes[endpoint] = url, process.pid
 
                 def target(endpoint: str) -> tuple[str, int]:
-                    if endpoint.startswith(HANDLER):
-                        return handler_base + endpoint.removeprefix(HANDLER), handler_process.pid
-                    return base + endpoint, app_process.pid
+                    return processes[endpoint]
 
                 for endpoint in endpoints:
                     url, _ = target(endpoint)
@@ -444,7 +438,8 @@ def report(
         f"`python bench/sdk_endpoint.py --rounds {args.rounds} --duration {args.duration}{only}`: "
         f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds per endpoint "
         f"(median shown; {TIMES} `/open`: the median of each round's ratio to that round's `/open`), "
-        f"2 s warm-up; {placed}; one uvicorn worker per app (httptools, uvloop, no access log; "
+        f"2 s warm-up; {placed}; one uvicorn worker per endpoint, the endpoint its app's only route "
+        "(httptools, uvloop, no access log; "
         "`handler:` rows: the app with `app.add_exception_handler(AuthError, auth_error_handler)`, "
         "against its own `/open`) sharing the "
         f"{os.cpu_count()} CPUs with wrk (load average {load_before} before, {load_average()} after); "
