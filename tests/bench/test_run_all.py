@@ -90,6 +90,7 @@ def test_every_target_is_read_from_the_samples() -> None:
     assert value("Protected endpoint (19): `/chit`") == (0.68, "no")
     assert value("Protected endpoint (19): the same with") == (0.72, "no")
     assert value("Protected endpoint (19): uncached") == (round(409 / 433, 2), "yes")
+    assert value("Protected endpoint (19): the dependency's own work") == (2.79, "reported")
     assert value("SDK verify+require, no cache") == (0.87, "yes")
     assert value("SDK verify+require, cached") == (1.22, "yes")
     assert value("Verification") == (0.84, "yes")
