@@ -11,7 +11,7 @@ from chit import InsufficientScopeError, InvalidTokenError, Principal, Verifier
 from chit.errors import InvalidBearerRequestError, MissingTokenError
 from chit.policy.decisions import Decision
 from chit.sdk import RevokedTokens, authenticated, current_principal
-from chit.sdk.verifier import BEARER_MEMORY
+from chit.sdk.verifier import BEARER_MEMORY, BEARER_MEMORY_BYTES
 from chit.testing import Clock, TestIssuer, make_principal
 
 pytestmark = pytest.mark.anyio
@@ -161,6 +161,15 @@ async def test_token_of_remembers_a_bounded_number_of_values_no_longer_than_a_to
     for n in range(BEARER_MEMORY * 2 + 1):
         assert verifier.token_of(headers(b"Bearer t%d" % n)) == f"t{n}"
         assert len(verifier._bearers) <= BEARER_MEMORY
+
+
+async def test_token_of_remembers_a_bounded_number_of_bytes(issuer: TestIssuer) -> None:
+    verifier = issuer.verifier("image-store")  # tokens up to 16 KiB
+    for n in range(BEARER_MEMORY_BYTES // (16 * 1024) * 2):
+        value = b"Bearer " + (b"%d." % n).ljust(16 * 1024, b"a")
+        assert verifier.token_of(headers(value)) == value[7:].decode()
+        assert sum(len(v) for v in verifier._bearers) <= BEARER_MEMORY_BYTES
+    assert len(verifier._bearers) < BEARER_MEMORY_BYTES // (16 * 1024)
 
 
 # --- the dependency -----------------------------------------------------------------------------------

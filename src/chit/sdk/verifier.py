@@ -96,6 +96,7 @@ REVOKED = "token has been revoked"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_MAX_STALENESS = 30.0
 BEARER_MEMORY = 1024  # Authorization values remembered by ``token_of``; forgotten all at once when full
+BEARER_MEMORY_BYTES = 2 * 1024 * 1024  # ... and their bytes in all: a flood of large values stays small
 STARTUP_FAILURE = 3  # the exit status uvicorn gives a failed startup; gunicorn stops booting workers on it
 KEY_CHECK_RETRY = (1.0, 30.0)  # first and longest pause between tries to check the service key
 StalePolicy = Callable[[str | None, frozenset[str]], bool]
@@ -259,6 +260,7 @@ class TokenVerifier:
             raise TypeError("redis_url needs the service's identity to follow the revocation feed with")
         self._refetches: set[asyncio.Task[None]] = set()  # key refetches a key revocation started
         self._bearers: dict[bytes, str] = {}  # raw Authorization value -> its token (``token_of``)
+        self._bearer_bytes = 0
         self._max_bearer = max_token_size + len("Bearer ")
         self.service_key = service_key
         self.service_key_checked = service_key is None  # True once the issuer was seen to publish it
@@ -296,7 +298,7 @@ class TokenVerifier:
     def token_of(self, headers: Iterable[tuple[bytes, bytes]]) -> str:
         """The bearer token of an ASGI request's raw ``headers`` (``bearer_token`` says which are refused); a
         header value seen before is answered from memory (``BEARER_MEMORY`` values, each no longer than a
-        token may be)."""
+        token may be, ``BEARER_MEMORY_BYTES`` in all)."""
         values = [value for name, value in headers if name == b"authorization"]
         if len(values) == 1:
             token = self._bearers.get(values[0])
@@ -304,10 +306,13 @@ class TokenVerifier:
                 return token
         token = bearer_token([value.decode("latin-1") for value in values])
         value = values[0]  # bearer_token refuses anything but one value
-        if len(value) <= self._max_bearer:
-            if len(self._bearers) >= BEARER_MEMORY:
+        size = len(value)
+        if size <= self._max_bearer:
+            if len(self._bearers) >= BEARER_MEMORY or self._bearer_bytes + size > BEARER_MEMORY_BYTES:
                 self._bearers.clear()
+                self._bearer_bytes = 0
             self._bearers[value] = token
+            self._bearer_bytes += size
         return token
 
     def verify_cached(self, token: str) -> Principal | None:
