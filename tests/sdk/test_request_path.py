@@ -109,6 +109,16 @@ async def test_a_missing_permission_is_refused_and_logged(caplog: pytest.LogCapt
     assert verifier.stats.allowed == 0
 
 
+async def test_permissions_given_as_a_generator_are_all_required(issuer: TestIssuer) -> None:
+    verifier = issuer.verifier("image-store")
+    principal = await verifier.verify(issuer.token("usr_a", [READ]))
+    with pytest.raises(InsufficientScopeError, match=DELETE):
+        verifier.authorize(principal, (p for p in [DELETE]))  # the quick check must not spend it
+    with pytest.raises(InsufficientScopeError, match=DELETE):
+        verifier.authorize(principal, (p for p in [READ, DELETE]))
+    assert verifier.authorize(principal, (p for p in [READ])) is principal
+
+
 async def test_a_wildcard_grant_still_covers_the_route(issuer: TestIssuer) -> None:
     verifier = issuer.verifier("image-store")
     principal = await verifier.verify(issuer.token("usr_a", ["image-store:images:*"]))

@@ -470,6 +470,8 @@ class TokenVerifier:
 
         While the revocation list is staler than ``max_staleness``, a request ``fail_closed`` names (by
         its ``method``, None when unknown, and the permissions) is refused with ``RevocationsStaleError``."""
+        if not isinstance(permissions, tuple | list):
+            permissions = tuple(permissions)  # read more than once below: never a spent iterator
         feed = self.feed
         stale = feed is not None and feed.stale
         if (
@@ -480,8 +482,6 @@ class TokenVerifier:
         ):
             self.stats.allowed += 1  # what ``for_request`` would decide, without building its decisions
             return principal
-        if stale:
-            permissions = tuple(permissions)  # read twice below
         try:
             authorized = principal.for_request(permissions, method=method, path=path)
         except InsufficientScopeError:
