@@ -313,7 +313,12 @@ def test_tail_follow_prints_an_event_as_it_commits_and_ctrl_c_ends_it(setup: Set
     start = setup.cursor() - 1  # the follower prints that event first: then it is following
     command = [sys.executable, "-m", "chit", "revocations", "tail", "--follow", "--json", "--after", str(start)]
     follower = subprocess.Popen(
-        [*command, *chit.location_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, *chit.location_args()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as at a terminal: a test run started as a background job would hand its children SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue[str] = queue.Queue()
 
