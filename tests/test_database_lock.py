@@ -27,8 +27,10 @@ import httpx
 import pytest
 from helpers import (
     ADMIN_PASSWORD,
+    DEFERRED_DELEGATION_TYPE,
     IMAGE_STORE_MANIFEST,
     TAGGING_MANIFEST,
+    TOKEN_EXCHANGE,
     ChitServer,
     ServiceClient,
     add_tagging_user,
@@ -275,11 +277,7 @@ def test_redemptions_on_two_workers_at_once_are_never_refused(tmp_path: Path) ->
     chit = ChitServer(tmp_path / "data", free_port())
     with chit.running("--workers", "2"):
         image_store, handle = deferred_delegation(chit, tmp_path, "erin")
-        form = {
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": handle,
-            "subject_token_type": "urn:chit:token-type:deferred-delegation",
-        }
+        form = {"grant_type": TOKEN_EXCHANGE, "subject_token": handle, "subject_token_type": DEFERRED_DELEGATION_TYPE}
 
         async def redeem_all() -> list[int]:
             async with httpx.AsyncClient(timeout=30, auth=image_store.auth) as http:

@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chit.answers import answer_to, bearer_token
+from chit.answers import answer_to
 from chit.errors import AuthError, ChitError, InsufficientScopeError, MissingTokenError, ServiceUnavailableError
 from chit.policy.principals import Principal
 from chit.sdk import context
@@ -59,11 +59,11 @@ class BearerAuthMiddleware:
         if scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
-        values = [value.decode("latin-1") for name, value in scope["headers"] if name == b"authorization"]
+        verifier = self.verifier
         try:
-            token = bearer_token(values)
-            verified = await self.verifier.verify(token)
-            principal: Principal | None = self.verifier.authorize(
+            token = verifier.token_of(scope["headers"])
+            verified = verifier.verify_cached(token) or await verifier.verify(token)
+            principal: Principal | None = verifier.authorize(
                 verified, (), method=scope.get("method"), path=scope["path"]
             )
             if principal is not None and principal.refusal is not InsufficientScopeError:
