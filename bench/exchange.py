@@ -9,7 +9,7 @@ the run). Then, interleaved in every round, ``wrk`` drives the token endpoint wi
 * a token exchange of the user's token by the image store, addressed to the tagging service (the
   subject token verified and checked for revocation, the user's current grants read, ``act`` built);
 * the redemption of a deferred delegation the image store obtained for her (handle lookup, hash
-  compare, a counted redemption: one write per request);
+  compare; the redemption is counted by its audit event, in the audit's group commit);
 * the bare FastAPI app of ``baseline_app.py`` (``POST /empty``), the no-work floor of the same machine.
 
 Each row reports 2xx/s and the server's CPU µs per 2xx, and the exchange rows their ratio to

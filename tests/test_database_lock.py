@@ -243,9 +243,10 @@ def redemptions(chit: ChitServer, handle: str) -> int:
     return int(count)
 
 
-def test_a_redemption_writing_on_the_event_loop_waits_out_a_short_lock_and_refuses_a_long_one(tmp_path: Path) -> None:
-    """A deferred delegation's redemption counts itself with one UPDATE on the event loop, which never
-    waits there: a lock moves it to a thread, bounded; a 503 counts nothing, and 20 at once count 20."""
+def test_a_redemption_waits_out_a_short_lock_and_refuses_a_long_one(tmp_path: Path) -> None:
+    """A deferred delegation's redemption is counted by its audit event, whose commit never waits on the
+    event loop: a lock moves it to the audit's writer thread, bounded; a 503 counts nothing, and 20 at
+    once count 20."""
     chit = ChitServer(tmp_path / "data", free_port(), extra_env={"CHIT_DB_LOCK_TIMEOUT_MS": "1500"})
     with chit.running():
         image_store, handle = deferred_delegation(chit, tmp_path, "dana")
@@ -272,8 +273,8 @@ def test_a_redemption_writing_on_the_event_loop_waits_out_a_short_lock_and_refus
 
 
 def test_redemptions_on_two_workers_at_once_are_never_refused(tmp_path: Path) -> None:
-    """Two workers redeem at once: each one's UPDATE on its event loop meets the other's lock all the time.
-    Such a redemption waits its turn in a grant thread, as any writing grant does: never a 503."""
+    """Two workers redeem at once: each one's audit commit on its event loop meets the other's lock all
+    the time. It waits its turn in the audit's writer thread: never a 503, and every redemption counted."""
     chit = ChitServer(tmp_path / "data", free_port())
     with chit.running("--workers", "2"):
         image_store, handle = deferred_delegation(chit, tmp_path, "erin")
@@ -294,8 +295,8 @@ def test_redemptions_on_two_workers_at_once_are_never_refused(tmp_path: Path) ->
 
 
 def test_forty_redemptions_meeting_a_short_lock_all_wait_their_turn(tmp_path: Path) -> None:
-    """More redemptions meet a lock at once than the threads kept for waiting out a stuck file: they
-    queue for the grant threads, as any writing grant does, and all are answered once it is released.
+    """More redemptions meet a lock at once than the threads kept for waiting out a stuck file: their
+    audit events queue for the audit's writer, and all are answered once it is released.
     The bound is long (5 s) so that only running out of threads could refuse one, not a loaded machine."""
     chit = ChitServer(tmp_path / "data", free_port(), extra_env={"CHIT_DB_LOCK_TIMEOUT_MS": "5000"})
     with chit.running():

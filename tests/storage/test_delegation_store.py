@@ -3,6 +3,7 @@ grant a service's own client gains and loses with its manifest's ``[on_behalf]``
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from chit.errors import NotFoundError, RefusedError
 from chit.policy import administration as rules
 from chit.policy.manifest import parse_manifest
+from chit.server.audit import FAILURE, SUCCESS, AuditEvent, AuditLog
 from chit.storage.records import DelegationRecord
 from chit.storage.sql.store import Store
 
@@ -58,18 +60,43 @@ def test_a_duplicate_id_is_refused_by_the_database(store: Store) -> None:
         store.create_delegation(record(1), max_active=10, now=NOW)
 
 
-def test_redemptions_are_counted_until_revoked_or_expired(store: Store) -> None:
+def redeemed_event(delegation_id: str, outcome: str = SUCCESS, type: str = "delegation.redeemed") -> AuditEvent:
+    return AuditEvent(type, outcome, client_id="imgs", subject="usr_a", token_id=delegation_id)
+
+
+def test_each_successful_redemption_event_counts_one_redemption_in_the_audit_transaction(store: Store) -> None:
+    """The audit event is the count (migration 0008): appended from a thread and from an event loop (the
+    two ways the audit commits), each success adds one and sets ``last_used_at``; nothing else counts."""
     store.create_delegation(record(1, expires=NOW + 100), max_active=10, now=NOW)
-    assert store.redeemed("dlg_1", NOW + 10)
-    assert store.redeemed("dlg_1", NOW + 20)
-    stored = store.delegation("dlg_1")
-    assert stored is not None
-    assert (stored.redemptions, stored.last_used_at) == (2, NOW + 20)
-    assert not store.redeemed("dlg_1", NOW + 100)  # expired
+    store.create_delegation(record(2), max_active=10, now=NOW)
+    clock = [NOW + 10.25]
+    audit = AuditLog(store, clock=lambda: clock[0])
+    audit.record(redeemed_event("dlg_1"))
+    clock[0] = NOW + 20.75
+
+    async def on_a_loop() -> None:
+        await audit.record_async(redeemed_event("dlg_1"), AuditEvent("token.issued", SUCCESS, token_id="dlg_1"))
+
+    asyncio.run(on_a_loop())
+    audit.record(
+        redeemed_event("dlg_1", FAILURE),
+        redeemed_event("dlg_1", type="delegation.created"),
+        redeemed_event("dlg_missing"),
+    )
+    counted = store.delegation("dlg_1")
+    assert counted is not None
+    assert (counted.redemptions, counted.last_used_at) == (2, NOW + 20)
+    untouched = store.delegation("dlg_2")
+    assert untouched is not None
+    assert (untouched.redemptions, untouched.last_used_at) == (0, None)
+    assert len(store.audit_events(limit=10)) == 6
+
+
+def test_a_delegation_is_revoked_once(store: Store) -> None:
+    store.create_delegation(record(1, expires=NOW + 100), max_active=10, now=NOW)
     assert store.revoke_delegation("dlg_1", NOW + 30)
     assert not store.revoke_delegation("dlg_1", NOW + 31)  # revoked already: nothing changes
     assert store.delegation("dlg_1").revoked_at == NOW + 30  # type: ignore[union-attr]
-    assert not store.redeemed("dlg_1", NOW + 40)
     with pytest.raises(NotFoundError):
         store.revoke_delegation("dlg_missing", NOW)
 

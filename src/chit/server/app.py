@@ -163,16 +163,12 @@ def create_app(settings: Settings, server: AuthServer | None = None) -> ASGIApp:
         if grant_type == "password":  # Argon2: its own threads, so that logins never hold up the cheap grants
             outcome = await anyio.to_thread.run_sync(issue, limiter=login_threads)
         elif inline_reads and token_endpoint.runs_inline(grant_type, params):
-            # a few lookups in an embedded SQLite file (and a redemption's one UPDATE) cost less than
-            # handing the work to a thread; the grants that write more (refresh, creating a deferred
-            # delegation, API keys) stay off the loop
+            # a few lookups in an embedded SQLite file cost less than handing the work to a thread; the
+            # grants that write (refresh, creating a deferred delegation, API keys) stay off the loop
             try:
                 outcome = issue()  # never waits for a lock on the loop (Store): busy, it tells at once
             except DatabaseBusyError:
-                if token_endpoint.writes_inline(grant_type, params):  # queue like the other writing grants
-                    outcome = await anyio.to_thread.run_sync(issue, limiter=grant_threads)
-                else:
-                    outcome = await wait_for_database(issue)
+                outcome = await wait_for_database(issue)
         else:
             outcome = await anyio.to_thread.run_sync(issue, limiter=grant_threads)
         await server.audit.record_async(*outcome.events)

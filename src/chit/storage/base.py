@@ -178,10 +178,6 @@ class DelegationStore(Protocol):
         self, subject_id: str | None = None, *, client_id: str | None = None, ids: Iterable[str] | None = None
     ) -> list[DelegationRecord]: ...
 
-    def redeemed(self, delegation_id: str, now: int) -> bool:
-        """Count a redemption; False when the delegation was revoked or expired meanwhile."""
-        ...
-
     def revoke_delegation(self, delegation_id: str, now: int) -> bool:
         """False if revoked already; ``NotFoundError`` if unknown."""
         ...

@@ -155,3 +155,29 @@ def test_concurrent_revocations_of_one_handle_record_one_event(
     assert sorted(a.status_code for a in answers) == [200] * 20, [a.text for a in answers if a.status_code != 200]
     assert len(revoked_events(admin, dlg)) == 1
     assert_refused_redemption(image_store, handle)
+
+
+def test_redemptions_racing_a_revocation_leave_no_token_alive_and_count_what_was_answered(
+    chit: ChitServer, image_store: ServiceClient, admin: Api
+) -> None:
+    """Twenty redemptions and a revocation at once: whichever redemptions were answered before the revocation
+    committed, their tokens die with it (their ``sid`` is the delegation); those after it are refused; the
+    count is exactly the tokens answered."""
+    handle = image_store.deferred_handle(new_user_token(chit, "racing-redeemer"), job_id="race-redeem")
+    dlg = delegation_id(handle)
+
+    def redeem_or_revoke(index: int) -> httpx.Response:
+        return image_store.revoke(handle) if index == 10 else image_store.redeem(handle)
+
+    answers = at_once(21, redeem_or_revoke)
+    redemptions = answers[:10] + answers[11:]
+    assert answers[10].status_code == 200, answers[10].text
+    assert {a.status_code for a in redemptions} <= {200, 400}, [a.text for a in redemptions]
+    tokens = [a.json()["access_token"] for a in redemptions if a.status_code == 200]
+    assert all(a.json()["error"] == "invalid_request" for a in redemptions if a.status_code == 400)
+    assert [image_store.introspect(token) for token in tokens] == [{"active": False}] * len(tokens)
+    assert_refused_redemption(image_store, handle)
+    [listed] = [d for d in admin.get("/admin/delegations").json()["delegations"] if d["id"] == dlg]
+    assert (listed["state"], listed["redemptions"]) == ("revoked", len(tokens))
+    redeemed = [e for e in admin.audit("delegation.redeemed") if e["token_id"] == dlg]
+    assert len(redeemed) == len(tokens)

@@ -37,7 +37,6 @@ from chit.server.grants.token_exchange import (
     GRANT_TYPE,
     TokenExchangeGrant,
     exchange_runs_inline,
-    exchange_writes_inline,
 )
 from chit.server.metrics import OTHER, grants_known, token_issued, token_refused
 
@@ -58,15 +57,9 @@ class TokenEndpoint:
 
     @staticmethod
     def runs_inline(grant_type: str, params: Mapping[str, str]) -> bool:
-        """Whether the request may run on an event loop (see app.py): it reads, and writes at most one
-        short statement, without ever waiting for a lock there."""
+        """Whether the request may run on an event loop (see app.py): it only reads, without ever waiting
+        for a lock there."""
         return grant_type == "client_credentials" or (grant_type == GRANT_TYPE and exchange_runs_inline(params))
-
-    @staticmethod
-    def writes_inline(grant_type: str, params: Mapping[str, str]) -> bool:
-        """Whether a request that ``runs_inline`` writes too: a lock it meets is most likely another
-        worker's write, to wait for in turn rather than a stuck file."""
-        return grant_type == GRANT_TYPE and exchange_writes_inline(params)
 
     @property
     def grant_types(self) -> list[str]:

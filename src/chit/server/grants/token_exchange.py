@@ -40,9 +40,9 @@ REQUESTED_OTHER_TYPES = (BISCUIT_TOKEN_TYPE, deferred.DEFERRED_TOKEN_TYPE)
 
 
 def exchange_runs_inline(params: Mapping[str, str]) -> bool:
-    """Acting for a user now, impersonating, or redeeming a deferred delegation: reads, and for a
-    redemption one short UPDATE, none of which waits for a lock on an event loop (see app.py); the
-    audit event is written apart. Creating a deferred delegation (an INSERT after a count) does not."""
+    """Acting for a user now, impersonating, or redeeming a deferred delegation: reads only, none of
+    which waits for a lock on an event loop (see app.py); the audit event, which counts a redemption
+    too, is written apart. Creating a deferred delegation (an INSERT after a count) does not."""
     if params.get("requested_token_type") == deferred.DEFERRED_TOKEN_TYPE:
         return False
     subject_type = params.get("subject_token_type")
@@ -51,11 +51,6 @@ def exchange_runs_inline(params: Mapping[str, str]) -> bool:
         or subject_type in ACCESS_TOKEN_TYPES
         or subject_type == deferred.DEFERRED_TOKEN_TYPE
     )
-
-
-def exchange_writes_inline(params: Mapping[str, str]) -> bool:
-    """The one exchange that runs on an event loop and writes: redeeming a deferred delegation."""
-    return params.get("subject_token_type") == deferred.DEFERRED_TOKEN_TYPE
 
 
 class TokenExchangeGrant:

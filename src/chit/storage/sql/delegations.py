@@ -1,4 +1,8 @@
-"""Deferred delegations: a service's handle to act for a user later, stored hashed."""
+"""Deferred delegations: a service's handle to act for a user later, stored hashed.
+
+A redemption is counted (``redemptions``, ``last_used_at``) by its ``delegation.redeemed`` audit event, in
+the audit's own transaction: a trigger (migration 0008) does it, so that the count and the log agree.
+"""
 
 from __future__ import annotations
 
@@ -34,10 +38,6 @@ def _delegation(row: Any) -> DelegationRecord:
 _SQLITE_DELEGATION = (
     "SELECT id, subject_id, client_id, secret_hash, scope, job_id, act, created_at, expires_at, revoked_at,"
     " last_used_at, redemptions FROM delegations WHERE id = ?"
-)
-_SQLITE_REDEEMED = (
-    "UPDATE delegations SET last_used_at = ?, redemptions = redemptions + 1"
-    " WHERE id = ? AND revoked_at IS NULL AND expires_at > ?"
 )
 
 
@@ -101,23 +101,6 @@ class Delegations(Connected):
             query = query.where(t.delegations.c.id.in_(list(ids)))
         with self._read() as conn:
             return [_delegation(r) for r in conn.execute(query)]
-
-    def redeemed(self, delegation_id: str, now: int) -> bool:
-        """Count one redemption of a live delegation; False when it was revoked or expired meanwhile."""
-        with self._loop_transaction() as cursor:
-            if cursor is not None:
-                return bool(cursor.execute(_SQLITE_REDEEMED, (now, delegation_id, now)).rowcount == 1)
-        with self._write() as conn:
-            result = conn.execute(
-                update(t.delegations)
-                .where(
-                    t.delegations.c.id == delegation_id,
-                    t.delegations.c.revoked_at.is_(None),
-                    t.delegations.c.expires_at > now,
-                )
-                .values(last_used_at=now, redemptions=t.delegations.c.redemptions + 1)
-            )
-            return result.rowcount == 1
 
     def revoke_delegation(self, delegation_id: str, now: int) -> bool:
         """Revoke a delegation; False if it was revoked already, ``NotFoundError`` if there is none."""
