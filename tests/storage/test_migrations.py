@@ -16,6 +16,8 @@ from chit.server.config import build_settings
 from chit.storage.engine import alembic_config, has_schema, migrate
 from chit.storage.tables import metadata
 
+DIRECTORY = ("users", "clients", "services", "permissions", "roles", "role_permissions", "grants")
+
 
 def schema_differences(engine: Engine) -> list[object]:
     with engine.connect() as conn:
@@ -138,3 +140,34 @@ def test_0005_adds_service_keys_and_keeps_the_registry_it_finds(engine: Engine) 
     assert "public_key" not in {c["name"] for c in inspect(engine).get_columns("services")}
     migrate(engine)
     assert schema_differences(engine) == []
+
+
+def triggers(engine: Engine) -> set[str]:
+    """The names of the triggers on this database's (or PostgreSQL schema's) tables."""
+    query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    if engine.dialect.name == "postgresql":
+        query = (
+            "SELECT tgname FROM pg_trigger JOIN pg_class ON pg_class.oid = tgrelid"
+            " JOIN pg_namespace ON pg_namespace.oid = relnamespace"
+            " WHERE NOT tgisinternal AND nspname = current_schema()"
+        )
+    with engine.connect() as conn:
+        return set(conn.scalars(text(query)))
+
+
+def test_0008_and_0009_triggers_come_and_go_with_their_revisions(engine: Engine) -> None:
+    """The redemption count (0008, both databases) and the directory's version (0009, SQLite) are kept by
+    triggers, which a downgrade removes whole and an upgrade puts back."""
+    migrate(engine)
+    expected = {"audit_counts_redemptions"}
+    if engine.dialect.name == "sqlite":
+        expected |= {f"directory_{change}_{table}" for change in ("insert", "update", "delete") for table in DIRECTORY}
+    assert triggers(engine) == expected
+    upgrade_to(engine, "0007", down=True)
+    assert triggers(engine) == set()
+    assert "directory_version" not in table_names(engine)
+    migrate(engine)
+    assert triggers(engine) == expected
+    assert schema_differences(engine) == []
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT version FROM directory_version")) == 0

@@ -222,3 +222,14 @@ revocation_events = Table(
     Index("ix_revocation_events_kind_expires", "kind", "expires"),
     sqlite_autoincrement=True,
 )
+
+# One row: the version of the directory (users, clients, services, permissions, roles, role_permissions,
+# grants), moved by every change to them in the change's own transaction (SQLite triggers, migration
+# 0009), so that a server process may answer token requests from the rows it read at the current version
+# (``chit.storage.sql.connection.Connected.remembered``). Unused on PostgreSQL for now.
+directory_version = Table(
+    "directory_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)

@@ -194,6 +194,22 @@ def test_what_the_user_no_longer_holds_is_not_delegated(world: World) -> None:
         world.chit.cli_ok("grant", "user:carol", "tagging:editor")
 
 
+def test_a_change_the_cli_makes_reaches_the_very_next_exchange(world: World) -> None:
+    """The server answers exchanges from the users, clients, services and grants it read before, while
+    the directory's version stays put: a grant revoked, given back or a user disabled by ``chit`` in a
+    process of its own moves it, and the next exchange reads afresh."""
+    world.chit.add_user("erin", PASSWORD, "--role", "image-store:owner", "--role", "tagging:editor")
+    user, image_store = world.user_token("erin"), world["image-store"]
+    for _ in range(3):  # read once, then answered from what the server remembers
+        assert claims_of(image_store.token(user))["scope"] == "image-store:images:write tagging:tags:write"
+    world.chit.cli_ok("revoke-grant", "user:erin", "tagging:editor")
+    assert claims_of(image_store.token(user))["scope"] == "image-store:images:write"
+    world.chit.cli_ok("grant", "user:erin", "tagging:editor")
+    assert claims_of(image_store.token(user))["scope"] == "image-store:images:write tagging:tags:write"
+    world.chit.cli_ok("user", "disable", "erin")
+    assert_error(image_store.exchange(user), "invalid_request", fragment="revoked")
+
+
 def test_audience_and_resource_narrow_the_audience_and_name_only_reachable_services(world: World) -> None:
     user = world.user_token()
     assert claims_of(world["image-store"].token(user, resource="tagging"))["aud"] == ["tagging"]

@@ -89,7 +89,8 @@ class Clients(Grants):
 
     def client_by_client_id(self, client_id: str, *, with_permissions: bool = False) -> Client | None:
         if self._sqlite:
-            return self._sqlite_client(client_id, with_permissions)
+            key = ("client", client_id, with_permissions)
+            return self.remembered(key, lambda: self._sqlite_client(client_id, with_permissions))
         with self._read() as conn:
             row = conn.execute(_CLIENT_BY_CLIENT_ID, {"client_id": client_id}).first()
             if row is None:

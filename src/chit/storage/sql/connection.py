@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -27,6 +27,13 @@ from chit.storage.sql.turns import Turns
 _shared: ContextVar[tuple[Connected, Any] | None] = ContextVar("chit_shared_sqlite_reads", default=None)
 # the store and connection of the transaction ``atomically`` holds open: its methods join it
 _atomic: ContextVar[tuple[Connected, Connection] | None] = ContextVar("chit_atomic_transaction", default=None)
+# the store and the rows of the directory (see ``Connected.remembered``) that ``shared_reads`` found current
+_directory: ContextVar[tuple[Connected, dict[Any, Any]] | None] = ContextVar("chit_directory_rows", default=None)
+
+# the version of the directory: the tables a token request reads and operators rarely change (migration 0009)
+_DIRECTORY_VERSION = "SELECT version FROM directory_version"
+DIRECTORY_MEMORY = 4096  # rows remembered per version at most: a flood of unknown client ids stays small
+T = TypeVar("T")
 
 
 @dataclass
@@ -77,6 +84,8 @@ class Connected:
         # (workers, the CLI) and the event loop's commits hold.
         self._writers = Turns()
         self._lock_wait_s = OPERATOR_LOCK_TIMEOUT_MS / 1000
+        # the directory's rows as of a version: replaced whole when the version moves (``shared_reads``)
+        self._directory_rows: tuple[int, dict[Any, Any]] = (-1, {})
 
     def limit_lock_waits(self, timeout_ms: int) -> None:
         """For a server: wait at most ``timeout_ms`` for another session's lock, so that a request
@@ -137,26 +146,74 @@ class Connected:
     @contextmanager
     def shared_reads(self) -> Iterator[None]:
         """The hot-path SQLite reads of the block share one connection: the loop's, else one checkout
-        instead of one per read (a token exchange reads six times). Each read is still its own statement."""
+        instead of one per read (a token exchange reads six times). Each read is still its own statement.
+
+        The block also reads the directory's version once, and its ``remembered`` reads answer from the
+        rows read at that version, in this process, by any request: see ``remembered``."""
         current = _shared.get()
         if not self._sqlite or (current is not None and current[0] is self):
             yield
             return
         kept = self._loop_connection()
-        if kept is not None:
-            token = _shared.set((self, kept.dbapi))
+        connection = kept.dbapi if kept is not None else self._engine_here().raw_connection()
+        token = _shared.set((self, connection))
+        try:
+            rows = _directory.set((self, self._directory_as_of(connection)))
             try:
                 yield
             finally:
-                _shared.reset(token)
-            return
-        connection = self._engine_here().raw_connection()
-        token = _shared.set((self, connection))
-        try:
-            yield
+                _directory.reset(rows)
         finally:
             _shared.reset(token)
-            connection.close()  # back to the pool
+            if kept is None:
+                connection.close()  # back to the pool
+
+    def _directory_as_of(self, connection: Any) -> dict[Any, Any]:
+        """The rows remembered at the directory's current version: a new, empty set when it moved."""
+        try:
+            cursor = connection.cursor()
+            version = cursor.execute(_DIRECTORY_VERSION).fetchone()[0]
+            cursor.close()
+        except (DBAPIError, sqlite3.Error) as exc:
+            _raise_if_busy(exc)
+            raise
+        known, rows = self._directory_rows
+        if known != version:
+            rows = {}
+            self._directory_rows = (version, rows)
+        return rows
+
+    def remembered(self, key: Any, read: Callable[[], T]) -> T:
+        """``read()``, or what it returned before at the directory's current version.
+
+        The directory is the rows a token request reads and operators rarely change: users, clients,
+        services, roles and grants. Every change to them, by any process (a worker, the CLI, a DBA's
+        SQL), moves its version in the same transaction (SQLite triggers, migration 0009); a block of
+        ``shared_reads`` reads the version once and answers its reads from the rows remembered at that
+        version, so that a token request sees the directory as it was when it began, as one read would.
+        Outside such a block, after a write in it, and on PostgreSQL, ``read()`` runs every time.
+        The values must be immutable: every request of the version shares them."""
+        current = _directory.get()
+        if current is None or current[0] is not self:
+            return read()
+        rows = current[1]
+        try:
+            value: T = rows[key]
+            return value
+        except KeyError:
+            pass
+        value = read()
+        if len(rows) >= DIRECTORY_MEMORY:
+            rows.clear()
+        rows[key] = value
+        return value
+
+    def _forget_directory(self) -> None:
+        """A write in a block of ``shared_reads``: its later reads read afresh (the write may change the
+        directory, whose new version the block would not see)."""
+        current = _directory.get()
+        if current is not None and current[0] is self:
+            _directory.set(None)
 
     @contextmanager
     def _raw_sqlite(self) -> Iterator[Any]:
@@ -197,6 +254,7 @@ class Connected:
         if kept is None:
             yield None
             return
+        self._forget_directory()
         connection = kept.dbapi
         cursor = connection.cursor()
         try:
@@ -258,6 +316,7 @@ class Connected:
         if joined is not None:
             yield joined
             return
+        self._forget_directory()
         try:
             with self._writers_turn(), self._engine_here().connect() as conn:
                 conn.execution_options(chit_write=True)

@@ -42,6 +42,9 @@ class Grants(Connected):
 
     def permissions_of(self, principal_id: str) -> frozenset[str]:
         """What the roles granted to a user or client add up to."""
+        return self.remembered(("permissions", principal_id), lambda: self._permissions_of(principal_id))
+
+    def _permissions_of(self, principal_id: str) -> frozenset[str]:
         if self._sqlite:  # read on every exchange: what the user holds now
             return frozenset(row[0] for row in self._sqlite_rows(SQLITE_PERMISSIONS_OF, (principal_id,)))
         with self._read() as conn:

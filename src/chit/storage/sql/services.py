@@ -24,6 +24,9 @@ from chit.storage.sql.grants import Grants
 
 class Services(Grants):
     def service(self, service_id: str) -> ServiceRecord | None:
+        return self.remembered(("service", service_id), lambda: self._service(service_id))
+
+    def _service(self, service_id: str) -> ServiceRecord | None:
         if self._sqlite:  # the exchanging service, on every token exchange
             sql = (
                 "SELECT id, description, manifest, on_behalf, deferred, registered_at, updated_at, public_key"

@@ -57,6 +57,9 @@ class Users(Grants):
         return None if row is None else _user(row)
 
     def user_by_id(self, user_id: str) -> User | None:
+        return self.remembered(("user", user_id), lambda: self._user_by_id(user_id))
+
+    def _user_by_id(self, user_id: str) -> User | None:
         if self._sqlite:  # the subject of every token introspected or exchanged
             sql = "SELECT id, username, password_hash, disabled, created_at, revoked_before FROM users WHERE id = ?"
             rows = self._sqlite_rows(sql, (user_id,))
