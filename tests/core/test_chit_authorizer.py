@@ -436,6 +436,50 @@ def test_limits_below_10_ms_are_refused() -> None:
         ca.ChitLimits(max_time=timedelta(milliseconds=5))
 
 
+# --- outcomes remembered across seconds -------------------------------------------------------------------
+
+
+def date(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_chit_that_reads_the_time_only_to_expire_is_decided_once_until_it_expires(
+    authorizer: ca.ChitAuthorizer,
+) -> None:
+    chit = read(authorizer, append(mint(), f"check if time($t), $t <= {date(NOW + 300)};"))
+    assert (chit.timeless, chit.expires_at) == (True, NOW + 300)
+    assert authorizer.evaluate(chit, now=NOW, operations=[READ]).refusal is None
+    assert authorizer.evaluate(chit, now=NOW + 200, operations=[READ]).refusal is None
+    assert len(authorizer._outcomes) == 1  # one decision for both seconds
+    late = authorizer.evaluate(chit, now=NOW + 301, operations=[READ]).refusal  # past it: evaluated afresh
+    assert late is not None
+    assert late.startswith("chit check failed: check if time($t)")
+
+
+@pytest.mark.parametrize(
+    ("check", "flips"),
+    [
+        ("check if time($t), {start} <= $t;", "start"),  # not before: no expiry, and the time decides
+        ('check if time($t), $t <= {end} or service("elsewhere");', "end"),
+        ("check all time($t), $t <= {end};", "end"),
+        ("reject if time($t), $t > {start};", "start"),
+        ("check if time($t), $t <= {end}, $t >= {start};", "start"),
+    ],
+)
+def test_a_chit_whose_checks_read_the_time_otherwise_is_decided_every_second(
+    authorizer: ca.ChitAuthorizer, check: str, flips: str
+) -> None:
+    """Each check's outcome changes at ``start`` or ``end``: an outcome remembered across that second would
+    allow what the chit refuses, or the reverse."""
+    times = {"start": NOW + 100, "end": NOW + 500}
+    chit = read(authorizer, append(mint(), check.format(start=date(times["start"]), end=date(times["end"]))))
+    assert not chit.timeless
+    assert chit.expires_at == NOW + 600  # the authority's: none of these is an expiry
+    before = authorizer.evaluate(chit, now=times[flips] - 1, operations=[READ]).refusal
+    after = authorizer.evaluate(chit, now=times[flips] + 1, operations=[READ]).refusal
+    assert (before is None) != (after is None), (before, after)
+
+
 # --- the decoder ------------------------------------------------------------------------------------------
 
 
@@ -450,10 +494,9 @@ def test_the_decoder_reads_what_the_binding_prints() -> None:
     assert fact.terms[:4] == (1, -5, True, b"\x01\x02")
     assert [check.kind for check in blocks[1].checks] == [1, 0, 2]
     assert [q.names for q in blocks[1].checks[1].queries] == [("service",), ("resource", "owner")]
-    assert blocks[0].checks[0].queries[0].dates == (NOW + 600,)
-    assert datetime.fromtimestamp(blocks[0].checks[0].queries[0].dates[0], UTC) == datetime(
-        2027, 1, 15, 8, 10, tzinfo=UTC
-    )
+    expiry = blocks[0].checks[0].queries[0].expiry
+    assert expiry == NOW + 600
+    assert datetime.fromtimestamp(expiry, UTC) == datetime(2027, 1, 15, 8, 10, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("cut", [1, 10, 100, -1, -10])

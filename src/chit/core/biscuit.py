@@ -224,11 +224,11 @@ def read_chit(token: str, public_keys_by_id: Mapping[int, str]) -> ChitAuthority
     except (*_CHIT_ERRORS, MalformedChitError) as exc:
         raise InvalidTokenError("the chit does not read") from exc
     expiries = [
-        query.dates[0]
+        query.expiry
         for check in authority.checks
         if check.kind == CHECK_ONE and len(check.queries) == 1
         for query in check.queries
-        if query.names == ("time",) and len(query.dates) == 1
+        if query.names == ("time",) and query.expiry is not None
     ]
     singles = [_single_string(found) for found in (issuers, subjects, clients)]
     chain = sorted((n, sub, client) for n, sub, client in actors if isinstance(n, int))

@@ -80,14 +80,13 @@ from chit.core.chit_blocks import (
     BINARY_ALL,
     BINARY_ANY,
     BINARY_FFI,
-    BINARY_LESS_OR_EQUAL,
     BINARY_REGEX,
     CHECK_ONE,
     CLOSURE,
     UNARY,
     UNARY_FFI,
-    VALUE,
     Block,
+    Check,
     Container,
     MalformedChitError,
     outline,
@@ -279,6 +278,12 @@ class VerifiedChit:
     plain: bool  # the authority block alone, with only its expiry check
     # (signer public key ``ed25519/<hex>``, service id) of each through("<id>") fact of a third-party block
     vouchers: tuple[tuple[str, str], ...] = ()
+    timeless: bool = False  # the time decides nothing but its expiry (``_timeless``)
+
+    def moment(self, second: int) -> int:
+        """What an outcome at ``second`` depends on in time: nothing (-1) while a timeless chit lives,
+        else the second itself."""
+        return -1 if self.timeless and second <= self.expires_at else second
 
 
 def is_chit(token: str) -> bool:
@@ -392,6 +397,7 @@ class ChitAuthorizer:
             checks=checks,
             plain=len(blocks) == 1 and blocks[0].rules == 0 and len(blocks[0].checks) == 1,
             vouchers=_vouchers(biscuit, blocks),
+            timeless=_timeless(blocks),
         )
 
     # --- decisions, per request
@@ -413,10 +419,11 @@ class ChitAuthorizer:
 
         Datalog is deterministic and ``time`` is in whole seconds, so the outcome for the same chit and the
         same facts within one second is remembered (``_outcomes``, bounded): a chit presented again and again
-        on one route costs a dictionary lookup."""
+        on one route costs a dictionary lookup. For a chit that reads the time only to expire, the outcome
+        holds until it expires, whatever the second (``VerifiedChit.moment``)."""
         second = int(now)
         operations = tuple(operations)
-        key = (chit.token, second, operations, method, path, resource, owner, defer)
+        key = (chit.token, chit.moment(second), operations, method, path, resource, owner, defer)
         outcome = self._outcomes.get(key)
         if outcome is None:
             outcome = self._evaluate(chit, second, operations, method, path, resource, owner, defer)
@@ -598,13 +605,24 @@ def _authority(block: Block) -> Authority:
 
 def _expiries(block: Block) -> list[int]:
     """The dates of the block's expiry checks, ``check if time($t), $t <= <date>`` exactly."""
-    return [
-        query.dates[0]
-        for check in block.checks
-        if check.kind == CHECK_ONE and len(check.queries) == 1
-        for query in check.queries
-        if query.names == ("time",) and query.ops == (VALUE, VALUE, BINARY + BINARY_LESS_OR_EQUAL) and query.dates
-    ]
+    return [date for check in block.checks if (date := _expiry_date(check)) is not None]
+
+
+def _expiry_date(check: Check) -> int | None:
+    """The date of ``check if time($t), $t <= <date>``; None for any other check."""
+    if check.kind != CHECK_ONE or len(check.queries) != 1:
+        return None
+    query = check.queries[0]
+    return query.expiry if query.names == ("time",) else None
+
+
+def _timeless(blocks: Sequence[Block]) -> bool:
+    """Whether the chit reads the time only in expiry checks (and holds no rules, which could read it):
+    then, until its earliest expiry, every evaluation with the same other facts has the same outcome."""
+    return all(
+        not block.rules and all("time" not in check.names or _expiry_date(check) is not None for check in block.checks)
+        for block in blocks
+    )
 
 
 def _string(name: str, terms: tuple[object, ...]) -> str:
@@ -909,7 +927,7 @@ class ChitRequest:
     method: str | None = None
     path: str | None = None
     pending: tuple[str, ...] = ()  # checks left by the dependency for the route body
-    # (operations, method, path) -> (second, bound request, refusal): the outcome of ``at_request`` within one
+    # (operations, method, path) -> (moment, bound request, refusal): the outcome of ``at_request`` within one
     # second, shared by the requests bound from one verified chit (bounded: emptied when full)
     bound: dict[tuple[Any, ...], tuple[int, ChitRequest, str | None]] = field(
         default_factory=dict, repr=False, compare=False
@@ -953,11 +971,12 @@ class ChitRequest:
             return self, None  # decided without datalog: the request's facts are not needed
         operations = tuple(operations)
         second = int(self.clock())
+        moment = self.chit.moment(second)
         key = (operations, method, path)
         memo = self.bound
         known = memo.get(key)
-        if known is not None and known[0] == second:
-            return known[1], known[2]  # the same facts in the same second: the same outcome
+        if known is not None and known[0] == moment:
+            return known[1], known[2]  # the same facts at the same moment: the same outcome
         defer = BODY_PREDICATES if operations else BODY_PREDICATES | {"operation"}
         outcome = self.authorizer.evaluate(
             self.chit, now=second, operations=operations, method=method, path=path, defer=defer
@@ -966,5 +985,5 @@ class ChitRequest:
         bound = ChitRequest(self.chit, self.authorizer, self.clock, operations, method, path, pending, memo)
         if len(memo) >= MAX_BOUND_REQUESTS:
             memo.clear()
-        memo[key] = (second, bound, outcome.refusal)
+        memo[key] = (moment, bound, outcome.refusal)
         return bound, outcome.refusal

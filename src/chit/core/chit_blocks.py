@@ -78,7 +78,7 @@ class Query(NamedTuple):
 
     names: tuple[str, ...]  # of the body predicates, in order
     ops: tuple[int, ...]  # each expression operation: VALUE, UNARY + kind, BINARY + kind or CLOSURE
-    dates: tuple[int, ...]  # the date literals, in order
+    expiry: int | None  # the date of an expression that is exactly ``$variable <= <date>``, else None
     units: int  # the work of one evaluation: operations + literal elements + string bytes / STRING_UNIT
 
 
@@ -299,7 +299,7 @@ class _Reader:
     def query(self, start: int, end: int) -> Query:
         names: list[str] = []
         ops: list[int] = []
-        dates: list[int] = []
+        values: list[Term] = []
         units = 0
         for number, s, e in self.fields(start, end):
             if number == 2:
@@ -311,13 +311,18 @@ class _Reader:
                     code, term = self.op(os, oe)
                     ops.append(code)
                     units += 1
+                    if code == VALUE:
+                        values.append(term)
                     if isinstance(term, Container):
                         units += term.size
                     elif isinstance(term, str):
                         units += len(term) // STRING_UNIT
-                    elif isinstance(term, Date):
-                        dates.append(term.seconds)
-        return Query(tuple(names), tuple(ops), tuple(dates), units)
+        expiry = None
+        if ops == [VALUE, VALUE, BINARY + BINARY_LESS_OR_EQUAL]:
+            variable, date = values
+            if isinstance(variable, Variable) and isinstance(date, Date):
+                expiry = date.seconds
+        return Query(tuple(names), tuple(ops), expiry, units)
 
     def op(self, start: int, end: int) -> tuple[int, Term]:
         """An operation's code (VALUE, UNARY + kind, BINARY + kind, CLOSURE) and, for a value, its term."""
