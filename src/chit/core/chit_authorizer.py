@@ -927,8 +927,9 @@ class ChitRequest:
     method: str | None = None
     path: str | None = None
     pending: tuple[str, ...] = ()  # checks left by the dependency for the route body
-    # (operations, method, path) -> (moment, bound request, refusal): the outcome of ``at_request`` within one
-    # second, shared by the requests bound from one verified chit (bounded: emptied when full)
+    # (operations, method, path) -> (moment, bound request, refusal): the outcome of ``at_request`` at one
+    # moment (``VerifiedChit.moment``), shared by the requests bound from one verified chit (bounded: emptied
+    # when full)
     bound: dict[tuple[Any, ...], tuple[int, ChitRequest, str | None]] = field(
         default_factory=dict, repr=False, compare=False
     )
