@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +130,44 @@ def test_a_flood_of_unknown_ids_is_remembered_within_bounds(store: Store) -> Non
         for n in range(DIRECTORY_MEMORY + 50):
             assert store.client_by_client_id(f"unknown-{n}") is None
     assert len(store._directory_rows[1]) <= DIRECTORY_MEMORY
+
+
+def test_blocks_in_many_threads_never_see_less_than_what_was_committed_before_they_began(store: Store) -> None:
+    """Four threads read a user's permissions in blocks, without pause, while another connection grants her
+    one more role twenty times: a block that begins after a grant committed sees it, whichever thread read
+    (and remembered) the rows before; the rows of older versions never come back."""
+    user = store.create_user("alice", "hash", NOW)
+    for n in range(20):
+        store.create_role(f"r{n}", [f"imgs:images:p{n}"], NOW)
+    committed = [0]
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            before = committed[0]
+            with store.shared_reads():
+                seen = len(store.permissions_of(user.id))
+                again = len(store.permissions_of(user.id))  # remembered, or read afresh: never less
+            if seen < before or again < seen:
+                problems.append(f"began after {before} grants, saw {seen} then {again}")
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        with other_process(store) as db:
+            for n in range(20):
+                time.sleep(0.01)
+                db.execute(
+                    "INSERT INTO grants (principal_id, role, created_at) VALUES (?, ?, ?)", (user.id, f"r{n}", NOW)
+                )
+                committed[0] = n + 1
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert problems == []
+    with store.shared_reads():
+        assert len(store.permissions_of(user.id)) == 20
