@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import biscuit_auth
 
-from chit.core.chit_blocks import CHECK_ONE, MalformedChitError, read_blocks
+from chit.core.chit_blocks import MalformedChitError, read_blocks
 from chit.errors import ConfigurationError, InvalidTokenError
 
 WILDCARD = "*"
@@ -223,13 +223,7 @@ def read_chit(token: str, public_keys_by_id: Mapping[int, str]) -> ChitAuthority
         revocation_ids = tuple(str(rid) for rid in parsed.revocation_ids)
     except (*_CHIT_ERRORS, MalformedChitError) as exc:
         raise InvalidTokenError("the chit does not read") from exc
-    expiries = [
-        query.expiry
-        for check in authority.checks
-        if check.kind == CHECK_ONE and len(check.queries) == 1
-        for query in check.queries
-        if query.names == ("time",) and query.expiry is not None
-    ]
+    expiries = [date for check in authority.checks if (date := check.expiry) is not None]
     singles = [_single_string(found) for found in (issuers, subjects, clients)]
     chain = sorted((n, sub, client) for n, sub, client in actors if isinstance(n, int))
     if None in singles or not expiries or [n for n, _, _ in chain] != list(range(len(actors))):

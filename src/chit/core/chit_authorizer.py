@@ -81,12 +81,10 @@ from chit.core.chit_blocks import (
     BINARY_ANY,
     BINARY_FFI,
     BINARY_REGEX,
-    CHECK_ONE,
     CLOSURE,
     UNARY,
     UNARY_FFI,
     Block,
-    Check,
     Container,
     MalformedChitError,
     outline,
@@ -604,23 +602,15 @@ def _authority(block: Block) -> Authority:
 
 
 def _expiries(block: Block) -> list[int]:
-    """The dates of the block's expiry checks, ``check if time($t), $t <= <date>`` exactly."""
-    return [date for check in block.checks if (date := _expiry_date(check)) is not None]
-
-
-def _expiry_date(check: Check) -> int | None:
-    """The date of ``check if time($t), $t <= <date>``; None for any other check."""
-    if check.kind != CHECK_ONE or len(check.queries) != 1:
-        return None
-    query = check.queries[0]
-    return query.expiry if query.names == ("time",) else None
+    """The dates of the block's expiry checks (``Check.expiry``)."""
+    return [date for check in block.checks if (date := check.expiry) is not None]
 
 
 def _timeless(blocks: Sequence[Block]) -> bool:
     """Whether the chit reads the time only in expiry checks (and holds no rules, which could read it):
     then, until its earliest expiry, every evaluation with the same other facts has the same outcome."""
     return all(
-        not block.rules and all("time" not in check.names or _expiry_date(check) is not None for check in block.checks)
+        not block.rules and all("time" not in check.names or check.expiry is not None for check in block.checks)
         for block in blocks
     )
 

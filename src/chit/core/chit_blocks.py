@@ -90,6 +90,13 @@ class Check(NamedTuple):
     def names(self) -> frozenset[str]:
         return frozenset(name for q in self.queries for name in q.names)
 
+    @property
+    def expiry(self) -> int | None:
+        """The date of an expiry check, ``check if time($t), $t <= <date>`` exactly; None for any other."""
+        if self.kind != CHECK_ONE or len(self.queries) != 1 or self.queries[0].names != ("time",):
+            return None
+        return self.queries[0].expiry
+
 
 class Block(NamedTuple):
     facts: tuple[Predicate, ...]

@@ -187,7 +187,7 @@ class Connected:
         """``read()``, or what it returned before at the directory's current version.
 
         The directory is the rows a token request reads and operators rarely change: users, clients,
-        services, roles and grants. Every change to them, by any process (a worker, the CLI, a DBA's
+        services, permissions, roles and grants. Every change to them, by any process (a worker, the CLI, a DBA's
         SQL), moves its version in the same transaction (SQLite triggers, migration 0009); a block of
         ``shared_reads`` reads the version once and answers its reads from the rows remembered at that
         version, so that a token request sees the directory as it was when it began, as one read would.
