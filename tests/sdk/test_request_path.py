@@ -7,6 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Security
 
+import chit
 from chit import InsufficientScopeError, InvalidTokenError, Principal, Verifier
 from chit.errors import InvalidBearerRequestError, MissingTokenError
 from chit.policy.decisions import Decision
@@ -125,6 +126,35 @@ async def test_a_wildcard_grant_still_covers_the_route(issuer: TestIssuer) -> No
     assert verifier.authorize(principal, [READ, DELETE]) is principal
     with pytest.raises(InsufficientScopeError):
         verifier.authorize(principal, ["image-store:albums:read"])
+
+
+async def test_a_chit_held_word_for_word_still_runs_its_checks_on_the_short_way(
+    caplog: pytest.LogCaptureFixture, issuer: TestIssuer
+) -> None:
+    verifier = issuer.verifier("image-store")
+    root = issuer.root_key.public_key
+    token = chit.attenuate(issuer.chit("usr_a", [READ]), method="GET", path="/images/*", public_keys=[root])
+    principal = await verifier.verify(token)
+    assert principal.holds_exactly([READ])
+    caplog.set_level(logging.INFO, logger="chit.decisions")
+    bound = verifier.authorize(principal, [READ], method="GET", path="/images/7")
+    assert bound is principal.for_request([READ], method="GET", path="/images/7")  # the same binding
+    assert decision_records(caplog) == []
+    with pytest.raises(InsufficientScopeError, match='check if method\\("GET"\\)'):
+        verifier.authorize(principal, [READ], method="DELETE", path="/images/7")
+    with pytest.raises(InsufficientScopeError, match="starts_with"):
+        verifier.authorize(principal, [READ], method="GET", path="/albums/7")
+    assert [r.decision for r in decision_records(caplog)] == ["deny", "deny"]  # type: ignore[attr-defined]
+    assert (verifier.stats.allowed, verifier.stats.refused["insufficient_scope"]) == (1, 2)
+
+
+async def test_a_chits_allow_is_logged_when_allows_are(caplog: pytest.LogCaptureFixture, issuer: TestIssuer) -> None:
+    verifier = issuer.verifier("image-store")
+    principal = await verifier.verify(issuer.chit("usr_a", [READ]))
+    caplog.set_level(logging.DEBUG, logger="chit.decisions")
+    verifier.authorize(principal, [READ], method="GET", path="/images/7")
+    (allow,) = decision_records(caplog)
+    assert (allow.decision, allow.permission) == ("allow", READ)  # type: ignore[attr-defined]
 
 
 def test_holds_exactly_is_only_the_quick_yes() -> None:

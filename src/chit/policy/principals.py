@@ -229,6 +229,11 @@ class Principal:
         required = tuple(permissions)
         for permission in required:
             self._enforce(decisions.check(self, permission))
+        return self.bound_to(required, method=method, path=path)
+
+    def bound_to(self, required: tuple[str, ...], *, method: str | None = None, path: str | None = None) -> Principal:
+        """``for_request`` once every one of ``required`` is known to be granted and its decisions need not be
+        told (the caller checked both): the chit's checks only. A JWT is its own principal for the route."""
         if self.chit is None:
             return self
         bound, refusal = self.chit.at_request(required, method, path)
