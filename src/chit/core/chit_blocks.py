@@ -85,10 +85,7 @@ class Query(NamedTuple):
 class Check(NamedTuple):
     kind: int  # CHECK_ONE (check if), CHECK_ALL (check all), CHECK_REJECT (reject if)
     queries: tuple[Query, ...]
-
-    @property
-    def names(self) -> frozenset[str]:
-        return frozenset(name for q in self.queries for name in q.names)
+    names: frozenset[str]  # of every query's body predicates: read on every chit verified, so kept
 
     @property
     def expiry(self) -> int | None:
@@ -301,7 +298,7 @@ class _Reader:
                 queries.append(self.query(s, e))
             elif number == 2 and e < 0:
                 kind = s
-        return Check(kind, tuple(queries))
+        return Check(kind, tuple(queries), frozenset(name for query in queries for name in query.names))
 
     def query(self, start: int, end: int) -> Query:
         names: list[str] = []
