@@ -162,3 +162,22 @@ def test_principal_from_claims() -> None:
     assert p.session_id == "rtf_1"
     assert p.expires_at == datetime.fromtimestamp(1_900_000_000, UTC)
     assert p.expires_at.tzinfo is UTC
+
+
+def test_a_quiet_request_builds_no_allow_for_permissions_granted_word_for_word_and_refuses_alike() -> None:
+    heard: list[Decision] = []
+    p = dataclasses.replace(
+        make({"image-store:images:read", "tagging:*:read"}), on_decision=lambda _p, decision: heard.append(decision)
+    )
+    assert p.for_request(["image-store:images:read"], quiet=True) is p
+    assert heard == []
+    p.for_request(["tagging:tags:read"], quiet=True)  # a wildcard grant: decided the long way, and told
+    assert [(d.allowed, d.permission) for d in heard] == [(True, "tagging:tags:read")]
+    with pytest.raises(InsufficientScopeError, match="image-store:images:delete"):
+        p.for_request(["image-store:images:read", "image-store:images:delete"], quiet=True)
+    assert [(d.allowed, d.permission) for d in heard[1:]] == [
+        (True, "image-store:images:read"),
+        (False, "image-store:images:delete"),
+    ]
+    p.for_request(["image-store:images:read"])
+    assert heard[-1] == Decision(True, "image-store:images:read", "holds image-store:images:read")

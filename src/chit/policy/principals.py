@@ -221,19 +221,23 @@ class Principal:
         self._enforce(self.check_path(*service_ids))
 
     def for_request(
-        self, permissions: Iterable[str], *, method: str | None = None, path: str | None = None
+        self,
+        permissions: Iterable[str],
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        quiet: bool = False,
     ) -> Principal:
         """Require every permission a route requires (``InsufficientScopeError`` naming the first one missing,
         or the chit's failed check) and return the principal the route body decides with: for a chit,
-        bound to the request's operations, method and path, its checks that need a resource left pending."""
-        required = tuple(permissions)
-        for permission in required:
-            self._enforce(decisions.check(self, permission))
-        return self.bound_to(required, method=method, path=path)
+        bound to the request's operations, method and path, its checks that need a resource left pending.
 
-    def bound_to(self, required: tuple[str, ...], *, method: str | None = None, path: str | None = None) -> Principal:
-        """``for_request`` once every one of ``required`` is known to be granted and its decisions need not be
-        told (the caller checked both): the chit's checks only. A JWT is its own principal for the route."""
+        ``quiet``: whoever asks knows that ``on_decision`` drops allowed decisions, so while every permission
+        is granted word for word none is built; a refusal is always built and told."""
+        required = tuple(permissions)
+        if not (quiet and self.holds_exactly(required)):
+            for permission in required:
+                self._enforce(decisions.check(self, permission))
         if self.chit is None:
             return self
         bound, refusal = self.chit.at_request(required, method, path)

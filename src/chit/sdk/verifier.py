@@ -475,11 +475,8 @@ class TokenVerifier:
         feed = self.feed
         stale = feed is not None and feed.stale
         try:
-            if not stale and principal.holds_exactly(permissions) and not _logs_allows(principal.on_decision):
-                # what ``for_request`` would decide, without building decisions nobody hears of
-                authorized = principal.bound_to(tuple(permissions), method=method, path=path)
-            else:
-                authorized = principal.for_request(permissions, method=method, path=path)
+            quiet = not _logs_allows(principal.on_decision)  # no Decision built for allows nobody hears of
+            authorized = principal.for_request(permissions, method=method, path=path, quiet=quiet)
         except InsufficientScopeError:
             self.stats.refuse("insufficient_scope")  # refused whatever the list says
             raise
