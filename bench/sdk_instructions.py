@@ -8,8 +8,10 @@ for every endpoint), under ``valgrind --tool=callgrind``, which counts the instr
 executes whatever else the machine does (``PYTHONHASHSEED=0`` keeps dict and set orders, and so the counts,
 from moving between runs). Each endpoint runs twice, with ``--warmup`` requests and with ``--warmup +
 --requests``; the difference divided by ``--requests`` is the instructions of one request, startup and
-warm-up excluded. Not counted: the HTTP server (uvicorn and httptools parse and write the
-request), which every endpoint pays alike. Endpoints:
+warm-up excluded. The HTTP server (uvicorn and httptools parse and write the request) is not counted
+there; it is in the second table: ``/open``, ``/noop-security`` and ``/chit`` served by uvicorn with
+``chit serve``'s settings under callgrind, from its start to its stop, while this process sends the
+requests one after the other on one kept-alive connection (``--no-served`` skips it). Endpoints:
 
 * ``/open``: no authentication;
 * ``/noop-security``: FastAPI's ``Security(dependency, scopes=[...])`` around an ``async def`` that takes
@@ -24,7 +26,7 @@ request), which every endpoint pays alike. Endpoints:
 The token is a client-credentials JWT (EdDSA) of the test kit's in-process issuer, verified in the
 warm-up: every timed request presents a token seen before, as a client reusing its token does.
 
-    .venv/bin/python bench/sdk_instructions.py        # about 5 minutes (valgrind runs Python ~50x slower)
+    .venv/bin/python bench/sdk_instructions.py        # about 10 minutes (valgrind runs Python ~50x slower)
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ import asyncio
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from benchinfo import chit_source, load_average, versions
 from fastapi import FastAPI, Request, Security
 from fastapi.security import SecurityScopes
@@ -55,6 +61,8 @@ from chit.testing import TestIssuer
 AUDIENCE = "image-store"
 PERMISSION = "image-store:images:read"
 TIMES = "\u00d7"
+HOST = "127.0.0.1"
+SERVED = ("/open", "/noop-security", "/chit")  # also measured through uvicorn, HTTP server included
 ENDPOINTS = {
     "/open": "no authentication",
     "/noop-security": "FastAPI's `Security` around a do-nothing dependency of the same shape",
@@ -136,6 +144,15 @@ def create_app(endpoint: str, issuer: TestIssuer) -> FastAPI:
     return app
 
 
+def served_app() -> FastAPI:
+    """The uvicorn factory of the served runs: ``BENCH_ENDPOINT``'s app; the token every request carries is
+    written to ``BENCH_TOKEN_FILE`` (the issuer lives in this process)."""
+    issuer = TestIssuer("https://auth.example.com", alg="EdDSA", access_token_ttl=3600)
+    app = create_app(os.environ["BENCH_ENDPOINT"], issuer)
+    Path(os.environ["BENCH_TOKEN_FILE"]).write_text(issuer.token("cli_bench", [PERMISSION], client_id="bench"))
+    return app
+
+
 async def drive(endpoint: str, count: int) -> None:
     """``count`` GET requests to ``endpoint``, each a fresh ASGI call; every answer must be 200."""
     issuer = TestIssuer("https://auth.example.com", alg="EdDSA", access_token_ttl=3600)
@@ -187,10 +204,63 @@ def instructions(endpoint: str, count: int) -> int:
     return int(found.group(1))
 
 
+def served_instructions(endpoint: str, warmup: int, count: int) -> int:
+    """The instructions of a uvicorn process (``chit serve``'s settings: httptools, uvloop, no access log) serving
+    ``endpoint`` under callgrind, from its start to its stop, while this process sends it ``warmup + count``
+    requests one after the other on one kept-alive connection."""
+    with tempfile.TemporaryDirectory() as tmp:
+        token_file, port = Path(tmp) / "token", free_port()
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m", "uvicorn"]
+        command += ["sdk_instructions:served_app", "--factory", "--app-dir", str(Path(__file__).resolve().parent)]
+        command += ["--host", HOST, "--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+        command += ["--no-access-log", "--log-level", "warning"]
+        env = {**os.environ, "PYTHONHASHSEED": "0", "BENCH_ENDPOINT": endpoint, "BENCH_TOKEN_FILE": str(token_file)}
+        log = Path(tmp) / "server.log"
+        with open(log, "wb") as out:
+            server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            url = f"http://{HOST}:{port}{endpoint}"
+            with httpx.Client(timeout=60) as client:
+                deadline = time.monotonic() + 300  # valgrind starts Python slowly
+                while True:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"uvicorn for {endpoint} did not come up:\n{log.read_text(errors='replace')}")
+                    try:
+                        headers = {"Authorization": f"Bearer {token_file.read_text()}"}
+                        if client.get(url, headers=headers).status_code == 200:
+                            break
+                    except (httpx.TransportError, FileNotFoundError):
+                        time.sleep(0.5)
+                for _ in range(warmup + count - 1):
+                    answer = client.get(url, headers=headers)
+                    if answer.status_code != 200:
+                        raise SystemExit(f"{endpoint} answered {answer.status_code}")
+        finally:
+            server.send_signal(signal.SIGINT)  # uvicorn stops cleanly; valgrind then prints its count
+            try:
+                server.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        found = re.search(r"Collected : (\d+)", log.read_text(errors="replace"))
+        if found is None:
+            raise SystemExit(
+                f"callgrind on uvicorn for {endpoint} printed no count:\n{log.read_text(errors='replace')}"
+            )
+        return int(found.group(1))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests counted per endpoint")
     parser.add_argument("--warmup", type=int, default=200, help="requests before (keys fetched, token cached)")
+    parser.add_argument("--no-served", dest="served", action="store_false", help="skip the runs through uvicorn")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # the process valgrind runs
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,6 +275,13 @@ def main() -> None:
         print(f"{endpoint} ...", file=sys.stderr)
         short, long = instructions(endpoint, args.warmup), instructions(endpoint, args.warmup + args.requests)
         per_request[endpoint] = (long - short) / args.requests
+    served: dict[str, float] = {}
+    if args.served:
+        for endpoint in SERVED:
+            print(f"{endpoint}, served by uvicorn ...", file=sys.stderr)
+            short = served_instructions(endpoint, args.warmup, 0)
+            long = served_instructions(endpoint, args.warmup, args.requests)
+            served[endpoint] = (long - short) / args.requests
     stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     print(f"### Protected endpoint, in instructions per request ({stamp})")
     print()
@@ -232,6 +309,19 @@ def main() -> None:
         f"({own / base:.1%} of `/open`), of which ending the binding on the exit stack "
         f"+{per_request['/chit'] - per_request['/no-unbinding']:,.0f}."
     )
+    if served:
+        print()
+        print(
+            f"Served by uvicorn (`--http httptools --loop uvloop --no-access-log`, as `chit serve`), the server "
+            f"process counted from start to stop, {args.requests} requests one after the other on one kept-alive "
+            f"connection from this process (a run with none subtracted):"
+        )
+        print()
+        print(f"| endpoint | instructions per request, HTTP server included | + over `/open` | `/open` {TIMES} this |")
+        print("|---|---:|---:|---:|")
+        base = served["/open"]
+        for endpoint, count in served.items():
+            print(f"| `{endpoint}` | {count:,.0f} | +{count - base:,.0f} | {base / count:.3f}{TIMES} |")
 
 
 if __name__ == "__main__":
