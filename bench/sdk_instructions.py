@@ -26,7 +26,7 @@ requests one after the other on one kept-alive connection (``--no-served`` skips
 The token is a client-credentials JWT (EdDSA) of the test kit's in-process issuer, verified in the
 warm-up: every timed request presents a token seen before, as a client reusing its token does.
 
-    .venv/bin/python bench/sdk_instructions.py        # about 10 minutes (valgrind runs Python ~50x slower)
+    .venv/bin/python bench/sdk_instructions.py        # about 12 minutes (valgrind runs Python ~50x slower)
 """
 
 from __future__ import annotations
