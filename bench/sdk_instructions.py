@@ -74,8 +74,8 @@ ENDPOINTS = {
 }
 
 
-# Each variant repeats the steps before its own instead of awaiting the shorter one's __call__: that await
-# would add a coroutine of its own to the count and charge it to the step.
+# Each variant repeats the shipped ``Verifier.__call__`` up to its step, word for word, instead of awaiting the
+# shorter variant: that await would add a coroutine of its own to the count and charge it to the step.
 
 
 class TokenOnly(Verifier):
@@ -93,10 +93,13 @@ class NoBinding(Verifier):
     async def __call__(self, security_scopes: SecurityScopes, request: Request) -> Principal:
         scopes = security_scopes.scopes
         scope = request.scope
+        path: str = scope["path"]
+        if "?" in path or "#" in path or "\\" in path:
+            path = request.url.path
         try:
             token = self.token_of(scope["headers"])
             principal = self.verify_cached(token) or await self.verify(token)
-            return self.authorize(principal, scopes, method=scope["method"], path=scope["path"])
+            return self.authorize(principal, scopes, method=scope["method"], path=path)
         except (AuthError, ServiceUnavailableError) as exc:
             raise http_error(exc, scopes) from None
 
@@ -105,10 +108,13 @@ class NoUnbinding(Verifier):
     async def __call__(self, security_scopes: SecurityScopes, request: Request) -> Principal:
         scopes = security_scopes.scopes
         scope = request.scope
+        path: str = scope["path"]
+        if "?" in path or "#" in path or "\\" in path:
+            path = request.url.path
         try:
             token = self.token_of(scope["headers"])
             principal = self.verify_cached(token) or await self.verify(token)
-            principal = self.authorize(principal, scopes, method=scope["method"], path=scope["path"])
+            principal = self.authorize(principal, scopes, method=scope["method"], path=path)
         except (AuthError, ServiceUnavailableError) as exc:
             raise http_error(exc, scopes) from None
         context.bind(principal, token)
@@ -291,7 +297,8 @@ def main() -> None:
     print()
     print(
         f"`python {Path(__file__).relative_to(Path(__file__).parents[1])} --requests {args.requests} "
-        f"--warmup {args.warmup}`: instructions per request counted by `valgrind --tool=callgrind` (a run of "
+        f"--warmup {args.warmup}{'' if args.served else ' --no-served'}`: instructions per request counted by "
+        f"`valgrind --tool=callgrind` (a run of "
         f"{args.warmup} requests subtracted from one of {args.warmup + args.requests}), each endpoint its "
         f"app's only route, driven in process by raw ASGI calls (no HTTP server) with a JWT seen before "
         f"(load average {load_before} before, {load_average()} after: it does not change the counts); "
