@@ -15,6 +15,11 @@ client_credentials grant and storing nothing. It is installed with ``npm ci`` wh
 ``node_modules`` is missing, started once for the whole run, and measured in every worker group
 beside chit; each table then ends with chit EdDSA's ratio to it.
 
+After the servers stop, this process times signing alone, with the keys chit generates (RSA-2048 for
+RS256, Ed25519 for EdDSA) through PyJWT, on a signing input of a chit access token's size: the least
+any server can spend per RS256 token is its EdDSA CPU per token plus the difference. Each table ends
+with that floor for the RS256 ÷ EdDSA ratio.
+
 Each target is checked once (a 200 with a token of the right algorithm), warmed up, then driven by
 ``wrk`` (``token_post.lua``) for ``--rounds`` rounds of ``--duration`` seconds, the targets
 interleaved in every round so that the machine's drift hits all of them alike. Tokens/s counts only
@@ -51,7 +56,8 @@ import httpx
 import jwt
 from benchinfo import chit_source, load_average, versions
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "token_post.lua"
@@ -63,6 +69,7 @@ START_TIMEOUT = 60.0
 CLIENT_SCOPE = "image-store:images:read"
 TIMES = "\u00d7"  # the multiplication sign, in ratios
 FORM_BODY = "grant_type=client_credentials"
+SIGNING_INPUT = b"e" * 512  # about the base64url header and claims of a chit client-credentials token
 # The service whose permission the benchmark client holds: permissions must name a registered service.
 MANIFEST = """\
 id = "image-store"
@@ -377,11 +384,48 @@ class Bench:
         return targets
 
 
+def signing_costs(rounds: int = 5, seconds: float = 0.4) -> dict[str, float]:
+    """CPU µs per signature of ``SIGNING_INPUT`` in this process, by algorithm: PyJWT's RS256 with an RSA-2048
+    key and its EdDSA with an Ed25519 key (the keys ``chit keys`` generates), the median over interleaved
+    rounds of about ``seconds`` each."""
+    signers = {
+        "RS256": (RSAAlgorithm(RSAAlgorithm.SHA256), rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "EdDSA": (OKPAlgorithm(), ed25519.Ed25519PrivateKey.generate()),
+    }
+    samples: dict[str, list[float]] = {alg: [] for alg in signers}
+    for _ in range(rounds):
+        for alg, (algorithm, key) in signers.items():
+            count, started = 0, time.process_time()
+            while (spent := time.process_time() - started) < seconds:
+                for _ in range(20):
+                    algorithm.sign(SIGNING_INPUT, key)
+                count += 20
+            samples[alg].append(spent / count * 1e6)
+    return {alg: statistics.median(values) for alg, values in samples.items()}
+
+
+def rs256_floor(targets: list[Target], signing: dict[str, float]) -> str | None:
+    """The line on the least RS256 ÷ EdDSA ratio signing alone allows, when both chit rows ran."""
+    ed = next((t for t in targets if t.label == "chit EdDSA"), None)
+    rs = next((t for t in targets if t.label == "chit RS256"), None)
+    if ed is None or rs is None or not signing:
+        return None
+    ed_cpu, rs_cpu = median(ed, "cpu_us_per_ok"), median(rs, "cpu_us_per_ok")
+    extra = signing["RS256"] - signing["EdDSA"]
+    floor = (ed_cpu + extra) / ed_cpu
+    return (
+        f"RS256 ÷ EdDSA, CPU per token: {rs_cpu:,.0f} / {ed_cpu:,.0f} µs = **{rs_cpu / ed_cpu:.2f}{TIMES}**; "
+        f"signing alone costs {signing['RS256']:,.0f} µs (RS256) against {signing['EdDSA']:,.0f} µs (EdDSA) per "
+        f"token, so a token of chit EdDSA's cost signed RS256 costs at least {ed_cpu + extra:,.0f} µs: "
+        f"floor **{floor:.2f}{TIMES}**; 1.5{TIMES} would take an EdDSA token of at least {2 * extra:,.0f} µs."
+    )
+
+
 def median(target: Target, key: str) -> float:
     return statistics.median(run[key] for run in target.runs)
 
 
-def table(workers: int, targets: list[Target]) -> list[str]:
+def table(workers: int, targets: list[Target], signing: dict[str, float]) -> list[str]:
     base = median(targets[1], "ok_per_s")
     base_cpu = median(targets[1], "cpu_us_per_ok")
     lines = [
@@ -419,6 +463,9 @@ def table(workers: int, targets: list[Target]) -> list[str]:
                 f"{median(target, 'cpu_us_per_ok'):,.0f} / {peer_cpu:,.0f} µs = "
                 f"{median(target, 'cpu_us_per_ok') / peer_cpu:.2f}{TIMES}."
             )
+    floor = rs256_floor(targets, signing)
+    if floor is not None:
+        lines += ["", floor]
     return lines
 
 
@@ -492,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append((workers, bench.measure(workers)))
         finally:
             bench.close()
+        signing = signing_costs() if {"RS256", "EdDSA"} <= set(args.algs) else {}
     command = "python bench/issuance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"### Issuance, client_credentials ({started:%Y-%m-%d %H:%M} UTC)",
@@ -504,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     for workers, targets in results:
-        lines += [*table(workers, targets), ""]
+        lines += [*table(workers, targets, signing), ""]
     if len(results) > 1:
         lines.append("Scaling from the first to the last worker count (same run):")
         lines.append("")

@@ -397,6 +397,9 @@ def issuance_rs256_vs_eddsa(out: Output) -> Measured:
         per_group[workers] = ratio(rs, ed)
     worst = max(per_group, key=lambda w: per_group[w])
     detail = ", ".join(f"{w} worker{'s' if w > 1 else ''} {v:.2f}{TIMES}" for w, v in per_group.items())
+    floors = re.findall(r"floor \*\*([\d.]+)" + TIMES, out.text)  # issuance.py's signing-alone floor, per group
+    if floors:
+        detail += f"; signing alone sets the floor at {', '.join(f + TIMES for f in floors)}"
     return Measured(per_group[worst], f"worst; {detail}")
 
 

@@ -164,3 +164,26 @@ def test_a_failing_benchmark_is_reported_not_raised(tmp_path: Path) -> None:
     assert out.problem.startswith("bench/no_such_benchmark.py exited with 2")
     assert (tmp_path / "no_such_benchmark.md").exists()
     assert (tmp_path / "no_such_benchmark.json").exists()
+
+
+def test_the_rs256_row_names_the_floor_that_signing_alone_sets(tmp_path: Path) -> None:
+    """issuance.py ends each table with RS256's least ratio to EdDSA given the two signatures' own costs;
+    run_all.py carries it into the RS256 target's detail."""
+    import issuance  # bench/ is on the path (load_run_all)
+
+    def target(label: str, cpu: float) -> Any:
+        return issuance.Target(label, "http://127.0.0.1:1/token", 0, runs=[{"cpu_us_per_ok": cpu}])
+
+    targets = [target("chit EdDSA", 400), target("chit RS256", 700)]
+    line = issuance.rs256_floor(targets, {"RS256": 280, "EdDSA": 30})
+    assert line is not None
+    assert f"700 / 400 µs = **1.75{TIMES}**" in line
+    assert f"at least 650 µs: floor **1.62{TIMES}**" in line  # (400 + 280 - 30) / 400
+    assert "an EdDSA token of at least 500 µs" in line
+    assert issuance.rs256_floor(targets[:1], {"RS256": 280, "EdDSA": 30}) is None
+    assert issuance.rs256_floor(targets, {}) is None
+
+    sample = (SAMPLES / "issuance.md").read_text().replace("\n#### 2 workers", f"\n{line}\n\n#### 2 workers")
+    (tmp_path / "issuance.md").write_text(sample)
+    rs256 = outcomes_from(tmp_path, "issuance")["Issuance (19): chit RS256 CPU per token ÷ chit EdDSA's"]
+    assert rs256.measured.detail.endswith(f"signing alone sets the floor at 1.62{TIMES}")
