@@ -187,3 +187,10 @@ def test_the_rs256_row_names_the_floor_that_signing_alone_sets(tmp_path: Path) -
     (tmp_path / "issuance.md").write_text(sample)
     rs256 = outcomes_from(tmp_path, "issuance")["Issuance (19): chit RS256 CPU per token ÷ chit EdDSA's"]
     assert rs256.measured.detail.endswith(f"signing alone sets the floor at 1.62{TIMES}")
+
+
+def test_the_protected_endpoint_row_names_fastapis_own_ceiling() -> None:
+    """`/noop-security`, FastAPI's `Security` around a dependency that does nothing, bounds what any dependency
+    behind it can reach: the `/chit` target shows it beside the ratio."""
+    chit = outcomes_from(SAMPLES, "sdk_endpoint")["Protected endpoint (19): `/chit` req/s ÷ `/open`, repeated token"]
+    assert chit.measured.detail.endswith(f"FastAPI's `Security` around a do-nothing dependency 0.67{TIMES}")
