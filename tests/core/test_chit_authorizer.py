@@ -1,6 +1,7 @@
 """``chit.core.chit_authorizer``: a chit verified by its root key id, its vocabulary read from the signed bytes,
 appended blocks bounded before any datalog runs, each limit at and over its value, datalog bombs refused
-quickly (their time is measured and reported, never asserted), checks deferred only where stated."""
+quickly (their time is measured and reported, never asserted), checks deferred only where stated, and blocks
+whose bytes protobuf decoders could read two ways refused."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any
 
 import biscuit_auth
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chit.core import biscuit as server_side  # the auth server's minting: the same vocabulary
 from chit.core import chit_authorizer as ca
-from chit.core.chit_blocks import MalformedChitError, outline, read_blocks
+from chit.core.chit_blocks import DEFAULT_SYMBOLS, MalformedChitError, outline, read_blocks
 from chit.errors import InvalidTokenError
 
 ISSUER = "https://issuer.chit.test"
@@ -542,3 +544,208 @@ def test_a_panic_in_the_binding_is_a_refusal(authorizer: ca.ChitAuthorizer, monk
     token = mint()
     monkeypatch.setattr(biscuit_auth.Biscuit, "from_bytes", panic)
     assert refused(authorizer, token) == "chit cannot be read"
+
+
+# --- blocks whose bytes could be read two ways ------------------------------------------------------------
+# Whoever holds a chit can sign any bytes as its next block. Protocol Buffers decoders differ on a field meant
+# to occur once that occurs twice (the binding keeps the last name, merges two predicates into one): such
+# blocks, which the binding accepts, are refused before any bound is computed on them.
+
+NONCE = DEFAULT_SYMBOLS.index("nonce")  # a name no fact of a chit has: a join over it costs nothing
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def field(number: int, value: int | bytes) -> bytes:
+    """A varint field (an int) or a length-delimited one (bytes)."""
+    if isinstance(value, int):
+        return varint(number << 3) + varint(value)
+    return varint(number << 3 | 2) + varint(len(value)) + value
+
+
+def fields(buf: bytes) -> list[tuple[int, int | bytes]]:
+    out: list[tuple[int, int | bytes]] = []
+    i = 0
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        value, i = read_varint(buf, i)
+        if key & 7 == 2:
+            out.append((key >> 3, buf[i : i + value]))
+            i += value
+        else:
+            out.append((key >> 3, value))
+    return out
+
+
+def read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, i
+
+
+def part(buf: bytes, number: int) -> bytes:
+    """The first length-delimited field ``number`` of a message."""
+    return next(value for n, value in fields(buf) if n == number and isinstance(value, bytes))
+
+
+def encode(parts: Sequence[tuple[int, int | bytes]]) -> bytes:
+    return b"".join(field(number, value) for number, value in parts)
+
+
+def without(buf: bytes, number: int) -> bytes:
+    return encode([(n, value) for n, value in fields(buf) if n != number])
+
+
+def rewrite(buf: bytes, path: tuple[int, ...], change: Callable[[bytes], bytes]) -> bytes:
+    """``buf`` with every message reached through ``path`` (field numbers) replaced by ``change(message)``."""
+    if not path:
+        return change(buf)
+    return encode(
+        [
+            (n, rewrite(value, path[1:], change) if n == path[0] and isinstance(value, bytes) else value)
+            for n, value in fields(buf)
+        ]
+    )
+
+
+def last_block(token: str) -> bytes:
+    """The bytes of the token's last block (its ``Block`` message, as signed)."""
+    signed = [value for number, value in fields(base64.urlsafe_b64decode(token)) if number in (2, 3)]
+    return part(bytes(signed[-1]), 1)
+
+
+def append_bytes(token: str, data: bytes) -> str:
+    """``token`` with a first-party block of exactly ``data`` appended, signed as biscuit-auth signs one (block
+    signature payload v1) with the secret key the token carries for its next block."""
+    container = fields(base64.urlsafe_b64decode(token))
+    previous = bytes([value for number, value in container if number in (2, 3)][-1])
+    proof = bytes(next(value for number, value in container if number == 4))
+    signer = Ed25519PrivateKey.from_private_bytes(part(proof, 1))
+    following = Ed25519PrivateKey.generate()
+    next_key = following.public_key().public_bytes_raw()
+    payload = (
+        b"\0BLOCK\0\0VERSION\0" + (1).to_bytes(4, "little") + b"\0PAYLOAD\0" + data
+        + b"\0ALGORITHM\0" + (0).to_bytes(4, "little") + b"\0NEXTKEY\0" + next_key
+        + b"\0PREVSIG\0" + part(previous, 3)
+    )  # fmt: skip
+    signed = encode([(1, data), (2, encode([(1, 0), (2, next_key)])), (3, signer.sign(payload)), (5, 1)])
+    kept = [(number, value) for number, value in container if number != 4]
+    return base64.urlsafe_b64encode(
+        encode([*kept, (3, signed), (4, encode([(1, following.private_bytes_raw())]))])
+    ).decode()
+
+
+def printed(token: str, block: int = 1) -> str:
+    """What the binding evaluates for a block (it loads only what it accepts)."""
+    return str(biscuit_auth.Biscuit.from_base64(token, biscuit_auth.PublicKey(PUBLIC)).block_source(block))
+
+
+def test_blocks_appended_with_exact_bytes_verify_as_the_binding_wrote_them(authorizer: ca.ChitAuthorizer) -> None:
+    token = mint()
+    for source in (TYPICAL, "x(1, true);", 'check if {"a": 1}.get("a") == 1 or [1, 2].contains(1);'):
+        rewritten = append_bytes(token, last_block(append(token, source)))
+        assert read(authorizer, rewritten)
+        assert printed(rewritten) == printed(append(token, source))
+
+
+def test_a_body_predicate_with_two_names_is_refused(authorizer: ca.ChitAuthorizer) -> None:
+    many_rights = mint(tuple(f"image-store:images:a{i}" for i in range(100)))
+    join = 'check if right($a), right($b), $a == "z";'  # 100 x 100 combinations
+    assert "units of work" in refused(authorizer, append(many_rights, join))
+    # each body predicate gets a leading name: the binding keeps the last (right), a reader of the first
+    # would count a join over nonce, which nothing matches, and let the join run
+    data = rewrite(last_block(append(many_rights, join)), (6, 1, 2), lambda body: field(1, NONCE) + body)
+    token = append_bytes(many_rights, data)
+    assert "check if right($a), right($b)" in printed(token)
+    assert refused(authorizer, token) == "chit does not decode: a predicate has two names"
+
+
+def test_a_fact_with_two_predicates_is_refused(authorizer: ca.ChitAuthorizer) -> None:
+    token = mint()
+    assert "set, array or map" in refused(authorizer, append(token, "y([1, 2, 3, 4, 5, 6, 7, 8], 1);"))
+    # one fact holding the predicates of x([...]) and y(1): the binding merges them into y([...], 1), a reader
+    # of the last predicate alone would see y(1), a fact without an array
+    data = last_block(append(token, "x([1, 2, 3, 4, 5, 6, 7, 8]); y(1);"))
+    array, one = (part(bytes(value), 1) for number, value in fields(data) if number == 4)
+    merged = without(data, 4) + field(4, field(1, array) + field(1, one))
+    crafted = append_bytes(token, merged)
+    assert printed(crafted).strip() == "y([1, 2, 3, 4, 5, 6, 7, 8], 1);"
+    assert refused(authorizer, crafted) == "chit does not decode: a fact has two predicates"
+
+
+def test_an_operation_kind_beyond_int32_is_refused(authorizer: ca.ChitAuthorizer) -> None:
+    # the binding keeps an enum's low 32 bits: 2**32 + 8 is a regular expression to it
+    assert "regular expression" in refused(authorizer, append(mint(), 'check if "abc".matches("a");'))
+    source = last_block(append(mint(), 'check if "abc".starts_with("a");'))
+    data = rewrite(source, (6, 1, 3, 1, 3), lambda binary: field(1, 2**32 + 8))
+    token = append_bytes(mint(), data)
+    assert '"abc".matches("a")' in printed(token)
+    assert refused(authorizer, token) == f"chit does not decode: enum value {2**32 + 8} out of range"
+
+
+@pytest.mark.parametrize(
+    ("source", "path", "change", "reason"),
+    [
+        ("x(1);", (4, 1), lambda p: field(1, NONCE) + p, "a predicate has two names"),
+        ("x(1);", (4, 1, 2), lambda term: term + field(6, 1), "a term holds no value or more than one"),
+        ("x(1);", (), lambda block: block + field(3, 3), "a block has field 3 twice"),
+        ('check all service("a");', (6,), lambda c: c + field(2, 0), "a check has two kinds"),
+        ('check all service("a");', (6,), lambda c: without(c, 2) + field(2, 2**32 + 1), "enum value 4294967297"),
+        ('check if service("a");', (6, 1), lambda q: q + field(1, part(q, 1)), "a rule has two heads"),
+        ("check if {1, 2}.contains(1);", (6, 1, 3, 1), lambda op: op + op, "an operation holds no member or more"),
+        ("check if 1 < 2;", (6, 1, 3, 1, 3), lambda kind: kind + kind, "an operation has field 1 twice"),
+        ("check if [1, 2].contains(1);", (6, 1, 3, 1, 1, 9, 1), lambda t: t + field(6, 1), "a term holds no value"),
+        (
+            'check if {"a": 1}.get("a") == 1;',
+            (6, 1, 3, 1, 1, 10, 1),
+            lambda entry: entry + field(2, field(2, 7)),
+            "a map entry has two values",
+        ),
+    ],
+    ids=[
+        "fact name",
+        "term value",
+        "block version",
+        "check kind",
+        "check kind beyond int32",
+        "rule head",
+        "operation member",
+        "operation kind",
+        "literal element",
+        "map entry value",
+    ],
+)
+def test_a_singular_field_that_occurs_twice_is_refused(
+    authorizer: ca.ChitAuthorizer, source: str, path: tuple[int, ...], change: Callable[[bytes], bytes], reason: str
+) -> None:
+    token = mint()
+    crafted = append_bytes(token, rewrite(last_block(append(token, source)), path, change))
+    assert printed(crafted)  # the binding accepts it
+    assert refused(authorizer, crafted).startswith("chit does not decode: " + reason)
+
+
+def test_the_token_and_its_signed_blocks_hold_each_singular_field_once() -> None:
+    raw = base64.urlsafe_b64decode(append(mint(root_key_id=1), TYPICAL))
+    assert len(read_blocks(raw)) == 2
+    for twice in (raw + field(1, 1), raw + field(2, part(raw, 2))):
+        with pytest.raises(MalformedChitError, match="occurs twice"):
+            outline(twice)
+        with pytest.raises(MalformedChitError, match="occurs twice"):
+            read_blocks(twice)
+    block_twice = rewrite(raw, (3,), lambda signed: signed + field(1, part(signed, 1)))
+    with pytest.raises(MalformedChitError, match="a signed block has field 1 twice"):
+        read_blocks(block_twice)

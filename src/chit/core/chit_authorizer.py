@@ -25,13 +25,14 @@ operation; its policy: ``allow if right($r), $r.starts_with("<service>:")``.
 **Verification** (``ChitAuthorizer.read``, once per token, then cached by the SDK): the size and block
 count are checked on the bytes before any signature; the root key is the one the token's root key id
 names; then the blocks are read from the verified bytes (``chit.core.chit_blocks``, not the printed
-datalog, which does not escape quotes; blocks already read are remembered by their exact bytes and
-symbol table) and the authority block must state the vocabulary above, name
-this verifier's issuer, carry a right of this service and not have expired. Appended blocks (first- or
-third-party) are bounded *before* any datalog runs, because the binding checks its time limit only
-between evaluation rounds (measured: a 2 KB block of generating rules ran 3.7 s; a check joining three
-predicates 1.2 s; one ``.matches()`` with a ``\\w{1000}`` pattern 120 ms, the pattern being compiled at
-each evaluation; three nested closures over a 1,000-element array literal 525 s):
+datalog, which does not escape quotes; a block that repeats a field meant to occur once, which protobuf
+decoders read differently, is refused; blocks already read are remembered by their exact bytes and
+symbol table) and the authority block must state the vocabulary above, name this verifier's issuer,
+carry a right of this service and not have expired. Appended blocks (first- or third-party) are bounded
+*before* any datalog runs, because the binding checks its time limit only between evaluation rounds
+(measured: a 2 KB block of generating rules ran 3.7 s; a check joining three predicates 1.2 s; one
+``.matches()`` with a ``\\w{1000}`` pattern 120 ms, the pattern being compiled at each evaluation; three
+nested closures over a 1,000-element array literal 525 s):
 
 * no rules, no closures (``.all``/``.any``), no regular expressions, no extern functions;
 * at most ``max_block_facts`` facts per block, of scalar terms only; at most ``max_block_checks`` checks,

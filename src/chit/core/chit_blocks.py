@@ -11,6 +11,21 @@ queries (body predicates, expression operations). Symbols resolve as the format 
 default table, then the token's table (the authority's symbols followed by each first-party block's);
 a third-party block has a table of its own. Anything that does not decode is ``MalformedChitError``.
 The decoder works on offsets into one buffer, without slicing: it runs on every chit not yet cached.
+
+One reading only. Whoever holds a chit holds the key that signs the next block, so appended blocks are
+bytes of anyone's choosing, and protobuf decoders differ on a field meant to occur once that occurs twice
+(prost, the binding's decoder, keeps the last scalar, merges two messages into one, concatenating their
+repeated fields, and merges or replaces a oneof's member). So wherever this module reads, a singular field
+that occurs more than once is refused: the token's root key id and authority block, a signed block's
+fields, a block's context and version, a fact's predicate, a predicate's name, a check's kind, a rule's
+head, a term's value and an operation's member (a oneof: exactly one member), an operation's kind and
+extern name, a map entry's key and value. An enum beyond int32 is refused too (prost keeps its low 32
+bits, so ``2**32 + 8`` is a regular expression to the binding). The binding never writes such bytes.
+Unknown field numbers are skipped, as prost skips them, in the token, signed blocks, blocks, facts,
+checks, rules, unary and binary operations, literals and map entries: both decoders then read the same;
+in predicates, terms, expressions and operations they are refused. Parts no bound depends on are not
+decoded: a rule's scopes (the work estimate counts every fact, whatever the scope), a block's public
+keys, the terms of a check's body predicates (only their names are counted, every field walked).
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ STRING_UNIT = 64  # bytes of a string literal that count as one unit of work
 _INT64_SIGN = 1 << 63
 _UINT64 = 1 << 64
 _MAX_SHIFT = 63
+_INT32 = 1 << 31
 
 # OpUnary / OpBinary kinds of schema.proto that the bounds look for
 UNARY_FFI = 4
@@ -115,33 +131,19 @@ _Field = tuple[int, int, int]
 
 def outline(raw: bytes) -> Outline:
     """The root key id and block count of a token's bytes (cheap: nothing inside a block is decoded)."""
-    root_key_id: int | None = None
-    blocks = 0
-    authority = False
     try:
-        fields = _fields(raw, 0, len(raw))
+        root_key_id, _, blocks = _container(raw)
     except IndexError as exc:
         raise MalformedChitError("not a Biscuit token") from exc
-    for number, start, end in fields:
-        if number == 1 and end < 0:
-            root_key_id = start
-        elif number == 2:
-            authority = True
-            blocks += 1
-        elif number == 3:
-            blocks += 1
-    if not authority:
-        raise MalformedChitError("not a Biscuit token: no authority block")
-    return Outline(root_key_id, blocks)
+    return Outline(root_key_id, 1 + len(blocks))
 
 
 def read_blocks(raw: bytes) -> tuple[Block, ...]:
     """Every block of a token, the authority block first. ``raw`` must be the bytes the binding verified
     (``Biscuit.to_bytes()``), so that what is read here is what the binding evaluates."""
     try:
-        signed = [
-            _signed_block(raw, start, end) for number, start, end in _fields(raw, 0, len(raw)) if number in (2, 3)
-        ]
+        _, authority, appended = _container(raw)
+        signed = [_signed_block(raw, start, end) for _, start, end in (authority, *appended)]
         table: tuple[str, ...] = ()  # the token's symbols so far (first-party blocks')
         blocks: list[Block] = []
         for start, end, third_party in signed:
@@ -190,6 +192,30 @@ def _read_block(data: bytes, third_party: bool, table: tuple[str, ...]) -> tuple
 # --- Protocol Buffers, the little of it a Biscuit needs ---------------------------------------------------
 
 
+def _container(raw: bytes) -> tuple[int | None, _Field, list[_Field]]:
+    """The root key id, the authority block and the appended blocks of a token (a ``Biscuit`` message)."""
+    root_key_id: int | None = None
+    authority: _Field | None = None
+    appended: list[_Field] = []
+    seen = 0  # a bit per singular field met: rootKeyId (1), authority (2), proof (4)
+    for field in _fields(raw, 0, len(raw)):
+        number = field[0]
+        if number == 3:
+            appended.append(field)
+            continue
+        if number in (1, 2, 4):
+            if seen & (1 << number):
+                raise MalformedChitError(f"not a Biscuit token: field {number} occurs twice")
+            seen |= 1 << number
+        if number == 1 and field[2] < 0:
+            root_key_id = field[1]
+        elif number == 2:
+            authority = field
+    if authority is None:
+        raise MalformedChitError("not a Biscuit token: no authority block")
+    return root_key_id, authority, appended
+
+
 def _fields(buf: bytes, i: int, end: int) -> list[_Field]:
     """The fields of the message in ``buf[i:end]``; only the varint and length-delimited wire types occur."""
     out: list[_Field] = []
@@ -223,6 +249,8 @@ def _varint_rest(buf: bytes, i: int, first: int) -> tuple[int, int]:
         i += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
+            if result >= _UINT64:  # past 64 bits (a tenth byte above 1): prost refuses it too
+                raise MalformedChitError("varint too long")
             return result, i
         shift += 7
         if shift > _MAX_SHIFT:
@@ -235,14 +263,26 @@ def _text(buf: bytes, start: int, end: int) -> str:
     return buf[start:end].decode("utf-8")
 
 
+def _enum(value: int) -> int:
+    """An enum's varint as an int32 holds it; prost keeps the low 32 bits of larger ones, so they are refused."""
+    if value >= _INT32:
+        raise MalformedChitError(f"enum value {value} out of range")
+    return value
+
+
 def _signed_block(buf: bytes, start: int, end: int) -> tuple[int, int, bool]:
     if end < 0:
         raise MalformedChitError("expected a signed block")
     block: tuple[int, int] | None = None
     third_party = False
+    seen = 0  # every field of a SignedBlock (1-5) is singular
     for number, s, e in _fields(buf, start, end):
+        if 0 < number <= 5:
+            if seen & (1 << number):
+                raise MalformedChitError(f"a signed block has field {number} twice")
+            seen |= 1 << number
         if number == 1 and e >= 0:
-            block = (s, e)  # a singular field: the last occurrence wins, as in every decoder
+            block = (s, e)
         elif number == 4:
             third_party = True
     if block is None:
@@ -272,6 +312,7 @@ class _Reader:
         facts: list[Predicate] = []
         checks: list[Check] = []
         rules = 0
+        seen = 0  # a bit per singular field met: context (2), version (3)
         for number, start, end in fields:
             if number == 4:
                 facts.append(self.fact(start, end))
@@ -279,25 +320,38 @@ class _Reader:
                 rules += 1
             elif number == 6:
                 checks.append(self.check(start, end))
+            elif number in (2, 3):
+                if seen & (1 << number):
+                    raise MalformedChitError(f"a block has field {number} twice")
+                seen |= 1 << number
         return Block(tuple(facts), rules, tuple(checks), third_party)
 
     def fact(self, start: int, end: int) -> Predicate:
         buf = self.buf
-        if end - start > 2 and buf[start] == 0x0A and buf[start + 1] == end - start - 2:
-            return self.predicate(start + 2, end)  # the common case: one short predicate
-        predicate = [self.predicate(s, e) for n, s, e in self.fields(start, end) if n == 1]
-        if not predicate:
+        if end - start > 2 and buf[start] == 0x0A and buf[start + 1] < 0x80 and buf[start + 1] == end - start - 2:
+            return self.predicate(start + 2, end)  # the common case: one short predicate, and nothing else
+        predicate: tuple[int, int] | None = None
+        for number, s, e in self.fields(start, end):
+            if number == 1:
+                if predicate is not None:  # prost would merge the two into one predicate
+                    raise MalformedChitError("a fact has two predicates")
+                predicate = (s, e)
+        if predicate is None:
             raise MalformedChitError("a fact has no predicate")
-        return predicate[-1]
+        return self.predicate(*predicate)
 
     def check(self, start: int, end: int) -> Check:
         kind = CHECK_ONE
+        kinds = 0
         queries: list[Query] = []
         for number, s, e in self.fields(start, end):
             if number == 1:
                 queries.append(self.query(s, e))
             elif number == 2 and e < 0:
-                kind = s
+                kinds += 1
+                kind = _enum(s)
+        if kinds > 1:
+            raise MalformedChitError("a check has two kinds")
         return Check(kind, tuple(queries), frozenset(name for query in queries for name in query.names))
 
     def query(self, start: int, end: int) -> Query:
@@ -305,10 +359,12 @@ class _Reader:
         ops: list[int] = []
         values: list[Term] = []
         units = 0
+        heads = expressions = 0
         for number, s, e in self.fields(start, end):
             if number == 2:
                 names.append(self.name(s, e))
             elif number == 3:
+                expressions += 1
                 for op_number, os, oe in self.fields(s, e):  # an ExpressionV2: its ops
                     if op_number != 1 or oe < 0:
                         raise MalformedChitError("an expression holds something else than operations")
@@ -321,8 +377,13 @@ class _Reader:
                         units += term.size
                     elif isinstance(term, str):
                         units += len(term) // STRING_UNIT
+            elif number == 1:
+                heads += 1  # not read (no bound depends on a check's head), but singular like any other
+        if heads > 1:
+            raise MalformedChitError("a rule has two heads")
         expiry = None
-        if ops == [VALUE, VALUE, BINARY + BINARY_LESS_OR_EQUAL]:
+        # one expression: the same operations split over two are evaluated apart, and are no comparison
+        if expressions == 1 and ops == [VALUE, VALUE, BINARY + BINARY_LESS_OR_EQUAL]:
             variable, date = values
             if isinstance(variable, Variable) and isinstance(date, Date):
                 expiry = date.seconds
@@ -338,33 +399,54 @@ class _Reader:
             if key == 0x0A:
                 return VALUE, self.term(start + 2, end)
         member = self.fields(start, end)
-        if not member:
-            raise MalformedChitError("an operation is empty")
-        number, s, e = member[-1]  # a oneof: the last member present wins
+        if len(member) != 1:  # a oneof: prost would merge or replace members, so exactly one is read
+            raise MalformedChitError("an operation holds no member or more than one")
+        number, s, e = member[0]
         if number == 1:
             return VALUE, self.term(s, e)
-        if number in (2, 3):
-            kinds = [value for n, value, flag in self.fields(s, e) if n == 1 and flag < 0]
-            if not kinds:
+        if number in (2, 3):  # OpUnary, OpBinary: kind (1), ffiName (2), each at most once
+            kind = -1
+            seen = 0
+            for n, value, flag in self.fields(s, e):
+                if n in (1, 2):
+                    if seen & (1 << n):
+                        raise MalformedChitError(f"an operation has field {n} twice")
+                    seen |= 1 << n
+                    if n == 1 and flag < 0:
+                        kind = _enum(value)
+            if kind < 0:
                 raise MalformedChitError("an operation has no kind")
-            return (UNARY if number == 2 else BINARY) + min(kinds[-1], 99), None
+            return (UNARY if number == 2 else BINARY) + min(kind, 99), None
         if number == 4:
             return CLOSURE, None
         raise MalformedChitError(f"unexpected operation field {number}")
 
     def name(self, start: int, end: int) -> str:
-        """The name of a body predicate (its terms are not needed)."""
+        """The name of a body predicate. Its terms are stepped over, not read (no bound depends on them), but
+        every field is: a second name hidden among them is what prost would read."""
         buf = self.buf
-        if start + 1 < end and buf[start] == 0x08:
-            value = buf[start + 1]
-            if value < 0x80:
-                return self.symbol(value)
-            if start + 2 < end and buf[start + 2] < 0x80:
-                return self.symbol((value & 0x7F) | (buf[start + 2] << 7))
-        return self.predicate(start, end).name
+        index = -1
+        i = start
+        while i < end:
+            key = buf[i]
+            value = buf[i + 1]
+            i += 2
+            if value & 0x80:
+                value, i = _varint_rest(buf, i, value)
+            if key == 0x12:  # a term: length-delimited
+                i += value
+            elif key == 0x08:  # the name: a varint symbol
+                if index >= 0:
+                    raise MalformedChitError("a predicate has two names")
+                index = value
+            else:
+                raise MalformedChitError(f"unexpected predicate field {key}")
+        if index < 0 or i != end:
+            raise MalformedChitError("a predicate has no name")
+        return self.symbol(index)
 
     def predicate(self, start: int, end: int) -> Predicate:
-        # inlined: every fact and every body predicate of a chit not yet cached goes through here
+        # inlined: every fact of a chit not yet cached goes through here
         buf = self.buf
         name: str | None = None
         terms: list[Term] = []
@@ -376,6 +458,8 @@ class _Reader:
             if value & 0x80:
                 value, i = _varint_rest(buf, i, value)
             if key == 0x08:  # name: a varint symbol
+                if name is not None:  # prost keeps the last
+                    raise MalformedChitError("a predicate has two names")
                 name = self.symbol(value)
             elif key == 0x12:  # a term: length-delimited
                 if i + value > end:
@@ -398,41 +482,59 @@ class _Reader:
             if end - start == 3 and buf[start + 1] >= 0x80 and buf[start + 2] < 0x80:
                 symbol = self.symbol((buf[start + 1] & 0x7F) | (buf[start + 2] << 7))
                 return symbol if first == 0x18 else Variable(symbol)
-        term: Term = None
-        for number, s, e in self.fields(start, end):  # a oneof: the last member present wins
-            if number == 3 and e < 0:
-                term = self.symbol(s)
-            elif number == 2 and e < 0:
-                term = s - _UINT64 if s >= _INT64_SIGN else s
-            elif number == 1 and e < 0:
-                term = Variable(self.symbol(s))
-            elif number == 4 and e < 0:
-                term = Date(s)
-            elif number == 5 and e >= 0:
-                term = self.buf[s:e]
-            elif number == 6 and e < 0:
-                term = bool(s)
-            elif number in (7, 9, 10) and e >= 0:
-                term = Container(self.size(s, e, number))
-            elif number == 8:
-                term = None
-            else:
-                raise MalformedChitError(f"unexpected term field {number}")
-        return term
+        member = self.fields(start, end)
+        if len(member) != 1:  # a oneof: prost would merge or replace members, so exactly one is read
+            raise MalformedChitError("a term holds no value or more than one")
+        number, s, e = member[0]
+        if e < 0:
+            if number == 3:
+                return self.symbol(s)
+            if number == 2:
+                return s - _UINT64 if s >= _INT64_SIGN else s
+            if number == 1:
+                return Variable(self.symbol(s))
+            if number == 4:
+                return Date(s)
+            if number == 6:
+                return bool(s)
+        elif number == 5:
+            return self.buf[s:e]
+        elif number in (7, 9, 10):
+            return Container(self.size(s, e, number))
+        elif number == 8:
+            return None
+        raise MalformedChitError(f"unexpected term field {number}")
 
     def size(self, start: int, end: int, kind: int) -> int:
         """Elements of a set (7), array (9) or map (10) literal, those of nested literals included."""
         size = 0
         for number, s, e in self.fields(start, end):
             if number != 1:
-                continue
+                continue  # unknown to the schema: skipped, as prost skips it
             size += 1
             if kind == 10:  # a map entry: its value is the term
-                values = [(vs, ve) for n, vs, ve in self.fields(s, e) if n == 2]
-                if not values:
-                    raise MalformedChitError("a map entry has no value")
-                s, e = values[-1]
-            for inner, ns, ne in self.fields(s, e):
-                if inner in (7, 9, 10):
-                    size += self.size(ns, ne, inner)
+                s, e = self.entry(s, e)
+            member = self.fields(s, e)
+            if len(member) != 1:  # a oneof, as in term()
+                raise MalformedChitError("a term holds no value or more than one")
+            inner, ns, ne = member[0]
+            if inner in (7, 9, 10):
+                size += self.size(ns, ne, inner)
         return size
+
+    def entry(self, start: int, end: int) -> tuple[int, int]:
+        """Where a map entry's value is; its key (a oneof too) adds no work, but it and the value occur once."""
+        value: tuple[int, int] | None = None
+        keys = 0
+        for number, s, e in self.fields(start, end):
+            if number == 1:
+                keys += 1
+                if keys > 1 or len(self.fields(s, e)) != 1:
+                    raise MalformedChitError("a map entry has no single key")
+            elif number == 2:
+                if value is not None:
+                    raise MalformedChitError("a map entry has two values")
+                value = (s, e)
+        if value is None:
+            raise MalformedChitError("a map entry has no value")
+        return value
