@@ -337,6 +337,18 @@ def test_a_permission_no_registered_service_defines_is_refused_with_the_closest_
     shared.add_client("typo-svc")  # nor the client
 
 
+def test_service_register_refuses_a_role_without_permissions_naming_it(shared: ChitServer, tmp_path: Path) -> None:
+    manifest = tmp_path / "shelf.toml"
+    manifest.write_text(
+        'id = "shelf"\ndescription = "Books"\n[permissions]\n"books:read" = "Read a book"\n'
+        '[roles]\nreader = ["books:read"]\nplaceholder = []\n',
+        encoding="utf-8",
+    )
+    result = shared.cli("service", "register", str(manifest))
+    assert_refused(result, f"{manifest}:7: roles.placeholder: a role needs at least one permission")
+    assert "shelf" not in {s["id"] for s in shared.cli_ok("service", "list", "--json").json()["services"]}
+
+
 def test_grant_to_user_by_prefix_and_bare_name(shared: ChitServer) -> None:
     shared.cli_ok("role", "create", "gu-reader", "--permission", "inventory:items:read")
     shared.cli_ok("role", "create", "gu-writer", "--permission", "inventory:items:write")
@@ -561,3 +573,18 @@ def test_cli_and_server_on_postgresql(tmp_path: Path, postgres_url: str) -> None
         assert not (server.data_dir / "chit.db").exists()  # the users live in PostgreSQL
     finally:
         server.stop()
+
+
+def test_a_nul_given_to_the_cli_is_refused_in_one_line_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """PostgreSQL cannot store NUL: what carries one to a command (stdin, a manifest file, an argument
+    of an in-process call) is refused by the layer the admin API shares, never a database error."""
+    server = ChitServer(tmp_path / "data", free_port(), database_url=postgres_url)
+    server.cli_ok("init")
+    added = server.cli("user", "add", "nul-user", "--password-stdin", input="pass\x00word-long\n")
+    assert_refused(added, "chit: password contains control characters")
+    assert_refused(server.cli("grant", "a\x00b", "chit:super-admin"), "chit: principal contains control characters")
+    manifest = tmp_path / "nul.toml"
+    manifest.write_text('id = "nul"\ndescription = "a\\u0000b"\n', encoding="utf-8")
+    assert_refused(server.cli("service", "register", str(manifest)), f"{manifest}:2: description: contains a NUL")
+    assert [u["username"] for u in server.cli_ok("user", "list", "--json").json()["users"]] == ["admin"]
+    assert server.cli_ok("service", "list", "--json").json()["services"] == []

@@ -165,6 +165,40 @@ def test_role_naming_another_services_permission() -> None:
     assert "'other:a:read' belongs to another service" in str(error)
 
 
+def test_a_role_without_permissions_is_refused_naming_it() -> None:
+    # it would grant nothing, and so be grantable by anyone
+    text = 'id = "svc"\n[permissions]\n"a:read" = "Read"\n[roles]\nreader = ["a:read"]\nplaceholder = []\n'
+    error = refused(text)
+    assert_points_at(error, "svc.toml", 6, "roles.placeholder")
+    assert str(error).endswith(": a role needs at least one permission")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ('id = "svc"\ndescription = "a\\u0000b"\n', 2, "description"),
+        ('id = "svc"\n[permissions]\n"a:read" = "Read\\u0000"\n', 3, "permissions.a:read"),
+        ('id = "svc"\n[permissions]\n"a:read" = """Read\n\\U00000000"""\n', 3, "permissions.a:read"),
+    ],
+    ids=["service", "permission", "multi-line"],
+)
+def test_a_nul_in_a_description_is_refused_naming_it(text: str, line: int, key: str) -> None:
+    # PostgreSQL cannot store it; a raw NUL is refused by TOML itself, an escaped one here
+    error = refused(text)
+    assert_points_at(error, "svc.toml", line, key)
+    assert str(error).endswith(": contains a NUL character")
+
+
+def test_a_raw_nul_is_refused_by_toml_naming_its_line() -> None:
+    error = refused('id = "svc"\ndescription = "a\x00b"\n')
+    assert_points_at(error, "svc.toml", 2, "toml")
+
+
+def test_a_description_may_hold_other_control_characters() -> None:
+    text = 'id = "svc"\ndescription = """Two\nlines\tand a \\u001b"""\n'
+    assert parse_manifest(text).description == "Two\nlines\tand a \x1b"
+
+
 def test_bad_role_name() -> None:
     error = refused('id = "svc"\n[permissions]\n"a:read" = "Read"\n[roles]\n"Reader" = ["a:read"]\n')
     assert_points_at(error, "svc.toml", 5, "roles.Reader")

@@ -41,6 +41,7 @@ from typing import Any
 
 from chit.errors import InvalidPermissionError, RefusedError
 from chit.policy.permissions import CHIT_SERVICE, WILDCARD, Permission, is_covered
+from chit.policy.text import NUL_PROBLEM, text_problem
 
 SERVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,47}\Z")
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
@@ -282,6 +283,8 @@ class _Reader:
             raise self.error(section, key, f"{problem}, found {_kind(value)}")
         if len(value) > MAX_DESCRIPTION:
             raise self.error(section, key, f"longer than {MAX_DESCRIPTION} characters (found {len(value)})")
+        if text_problem(value, free_text=True):  # a "\u0000" escape: the raw character never gets past tomllib
+            raise self.error(section, key, NUL_PROBLEM)
         return value
 
     def entries(self, section: str, key: str, value: Any, what: str, limit: int) -> list[str]:
@@ -355,6 +358,8 @@ def parse_manifest(text: str, source: str = "manifest") -> Manifest:
         if not NAME.match(role):
             raise r.error("roles", role, "a role name is 1-64 characters of a-z, 0-9, '.', '_', '-'")
         members = r.entries("roles", role, value, "this service's permissions (resource:action)", MAX_ROLE_MEMBERS)
+        if not members:  # it would grant nothing, and a role that grants nothing anyone may grant
+            raise r.error("roles", role, "a role needs at least one permission")
         full = set()
         for member in members:
             name = member if member.count(":") == 2 else f"{service_id}:{member}"

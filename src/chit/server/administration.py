@@ -2,18 +2,18 @@
 
 Authority follows the presenting token (DESIGN §4): each operation checks what the *token* carries
 (``Caller.permissions``), never what its owner holds in the database, and whatever it creates is
-bounded by that (``chit.policy.administration``). It validates its input, writes in one transaction
-and leaves an audit event; a refusal leaves one too (``admin.refused``, outcome ``failure``). A
-caller who may not read a user, client, key, session or delegation is never told whether it exists.
-The CLI acts as the *operator*: whoever can read the data directory already holds every key, so it
-acts with ``chit:*:*``.
+bounded by that (``chit.policy.administration``). It validates its input (no text argument holds a
+control character, ``chit.policy.text``), writes in one transaction and leaves an audit event; a
+refusal leaves one too (``admin.refused``, outcome ``failure``). A caller who may not read a user,
+client, key, session or delegation is never told whether it exists. The CLI acts as the *operator*:
+whoever can read the data directory already holds every key, so it acts with ``chit:*:*``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -25,6 +25,7 @@ from chit.errors import ForbiddenError as ForbiddenError  # its home before chit
 from chit.policy import administration as rules
 from chit.policy.manifest import Manifest
 from chit.policy.permissions import CHIT_SERVICE, Permission, intersect, parse_all
+from chit.policy.text import texts_problem
 from chit.server.audit import FAILURE, AuditEvent
 from chit.server.authserver import AuthServer
 from chit.server.credentials import check_new_password, format_api_key, hash_password, hash_secret, new_secret
@@ -47,6 +48,7 @@ OPERATOR_SUBJECT = "operator"
 REFUSED = "admin.refused"
 # never in a refusal's audit event; a refused public key may be a private one pasted by mistake
 _SECRET_ARGUMENTS = frozenset({"password", "public_key"})
+_FREE_TEXT_ARGUMENTS = frozenset({"description"})  # may break lines; NUL is refused all the same
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +94,19 @@ def _described(value: Any) -> Any:
     return str(value)[:200]
 
 
+def _check_text(arguments: Mapping[str, Any]) -> None:
+    """Refuse a text argument holding a control character (a description: NUL), whoever calls: the
+    admin API refuses them first, saying where; the CLI and any other caller meet them here."""
+    for name, value in arguments.items():
+        if isinstance(value, Mapping):
+            values: Iterable[Any] = value.values()
+        else:
+            values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        problem = texts_problem(values, free_text=name in _FREE_TEXT_ARGUMENTS)
+        if problem:
+            raise RefusedError(f"{name} {problem}")
+
+
 def delegation_state(record: DelegationRecord, user: User | None, now: int) -> str:
     """``active``, ``revoked`` or ``expired``; revoking everything of its user revokes it too."""
     if record.revoked_at is not None:
@@ -111,13 +126,12 @@ def audited(operation: str) -> Callable[[Callable[Concatenate[Administration, P]
 
         @functools.wraps(method)
         def run(self: Administration, *args: P.args, **kwargs: P.kwargs) -> R:
+            arguments = dict(list(signature.bind(self, *args, **kwargs).arguments.items())[1:])
             try:
+                _check_text(arguments)
                 return method(self, *args, **kwargs)
             except ChitError as exc:
-                bound = signature.bind(self, *args, **kwargs)
-                attempted = {
-                    k: _described(v) for k, v in list(bound.arguments.items())[1:] if k not in _SECRET_ARGUMENTS
-                }
+                attempted = {k: _described(v) for k, v in arguments.items() if k not in _SECRET_ARGUMENTS}
                 self.refused(operation, exc, attempted)
                 raise
 

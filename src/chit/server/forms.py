@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from urllib.parse import unquote_to_bytes
 
 from chit.errors import InvalidRequestError
+from chit.policy.text import CONTROL_CHARACTERS, CONTROL_PROBLEM
 
 MAX_FIELDS = 100
 MAX_PARAMETER = 4 * 1024
@@ -21,7 +22,7 @@ REPEATABLE = frozenset({"audience", "resource"})  # RFC 8693 §2.1: these may be
 MAX_TARGETS = 20
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed
+_CONTROL = re.compile(CONTROL_CHARACTERS.encode())  # the rule of every input chit takes (chit.policy.text)
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -39,7 +40,7 @@ def _decode(raw: bytes, what: str) -> str:
         raw = raw.replace(b"+", b" ")
     # in UTF-8 these bytes stand only for themselves: looking for them before decoding is exact
     if _CONTROL.search(raw):
-        raise InvalidRequestError(f"{what} contains control characters")
+        raise InvalidRequestError(f"{what} {CONTROL_PROBLEM}")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -232,6 +232,17 @@ def test_the_super_admin_registers_services_over_the_api(chit: ChitServer, admin
     )
 
 
+def test_a_manifest_role_without_permissions_is_400_naming_it_not_a_conflict_to_retry(admin: Api) -> None:
+    text = 'id = "shelf"\ndescription = "Books"\n[permissions]\n"books:read" = "Read a book"\n'
+    text += '[roles]\nreader = ["books:read"]\nplaceholder = []\n'
+    r = admin.put("/admin/services/shelf", {"manifest": text})
+    assert_error(r, 400, "invalid_request")
+    assert r.json()["error_description"] == "manifest:7: roles.placeholder: a role needs at least one permission"
+    assert "shelf" not in {s["id"] for s in admin.get("/admin/services").json()["services"]}
+    [refusal] = [e for e in admin.audit("admin.refused") if e["detail"]["operation"] == "PUT /admin/services/shelf"]
+    assert refusal["detail"]["status"] == 400
+
+
 def test_the_super_admin_lists_and_rotates_keys(chit: ChitServer, admin: Api) -> None:
     keys = admin.get("/admin/keys").json()["keys"]
     assert keys

@@ -2,12 +2,14 @@
 
 A thin adapter: each route authenticates the caller, then calls ``Administration``, which checks the
 caller's permissions, validates, writes and audits. Errors answer JSON ``{"error", "error_description"}``:
-400 bad input, 401/403 per RFC 6750, 404 unknown, 409 already exists.
+400 bad input (a control character in a body field, path or query parameter among it), 401/403 per
+RFC 6750, 404 unknown, 409 already exists.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -16,6 +18,7 @@ from fastapi.security import HTTPBearer
 
 from chit.errors import RefusedError
 from chit.policy.manifest import parse_manifest
+from chit.policy.text import texts_problem
 from chit.server.admin import models
 from chit.server.admin.auth import actor_from
 from chit.server.administration import Administration, delegation_state
@@ -83,7 +86,21 @@ def _administration(request: Request) -> Administration:
     request.state.admin_actor = None  # the token was looked at: a refusal's audit need not look again
     actor = actor_from(server, request)
     request.state.admin_actor = actor  # for auditing a refusal raised outside Administration
+    _check_parameters(request)  # after the token, as the body: who may not call at all learns nothing more
     return Administration(server, actor)
+
+
+def _check_parameters(request: Request) -> None:
+    """Path and query parameters hold no control characters, as bodies (``models.Strict``) and forms."""
+    given: list[tuple[str, Iterable[tuple[str, Any]]]] = [
+        ("path", request.path_params.items()),
+        ("query", request.query_params.multi_items()),
+    ]
+    for where, items in given:
+        for name, value in items:
+            problem = texts_problem([name, value])
+            if problem:
+                raise RefusedError(f"{where}.{name if name.isprintable() else repr(name)}: {problem}")
 
 
 Admin = Annotated[Administration, Depends(_administration)]

@@ -1,12 +1,32 @@
-"""Request bodies of the admin API: strict (unknown fields are refused, not ignored)."""
+"""Request bodies of the admin API: strict (unknown fields are refused, not ignored), and no text
+field holds a control character (``chit.policy.text``; a description may break lines, never hold NUL)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from chit.policy.text import texts_problem
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    free_text: ClassVar[frozenset[str]] = frozenset()  # fields refused only for NUL
+    unchecked: ClassVar[frozenset[str]] = frozenset()  # fields whose own parser refuses, saying where
+
+    @field_validator("*")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        # every field, so that a new one is covered without anyone having to remember
+        name = info.field_name or ""
+        if name in cls.unchecked:
+            return value
+        problem = texts_problem(value if isinstance(value, list) else [value], free_text=name in cls.free_text)
+        if problem:
+            raise PydanticCustomError("control_characters", problem)
+        return value
 
 
 class NewUser(Strict):
@@ -23,6 +43,8 @@ class NewClient(Strict):
 
 
 class ServiceManifest(Strict):
+    unchecked = frozenset({"manifest"})  # parse_manifest names the line of a NUL or a control character
+
     manifest: str = Field(min_length=1, max_length=60_000, description="The service's manifest, TOML text")
     public_key: str | None = Field(
         default=None,
@@ -32,6 +54,8 @@ class ServiceManifest(Strict):
 
 
 class NewRole(Strict):
+    free_text = frozenset({"description"})
+
     name: str = Field(min_length=1, max_length=140, pattern=r"^[a-z0-9][a-z0-9._:-]*$")
     permissions: list[str] = Field(min_length=1, max_length=100)
     description: str = Field(default="", max_length=1000)
