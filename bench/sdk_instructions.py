@@ -93,13 +93,10 @@ class NoBinding(Verifier):
     async def __call__(self, security_scopes: SecurityScopes, request: Request) -> Principal:
         scopes = security_scopes.scopes
         scope = request.scope
-        path: str = scope["path"]
-        if "?" in path or "#" in path or "\\" in path:
-            path = request.url.path
         try:
             token = self.token_of(scope["headers"])
             principal = self.verify_cached(token) or await self.verify(token)
-            return self.authorize(principal, scopes, method=scope["method"], path=path)
+            return self.authorize(principal, scopes, method=scope["method"], path=scope["path"])
         except (AuthError, ServiceUnavailableError) as exc:
             raise http_error(exc, scopes) from None
 
@@ -108,13 +105,10 @@ class NoUnbinding(Verifier):
     async def __call__(self, security_scopes: SecurityScopes, request: Request) -> Principal:
         scopes = security_scopes.scopes
         scope = request.scope
-        path: str = scope["path"]
-        if "?" in path or "#" in path or "\\" in path:
-            path = request.url.path
         try:
             token = self.token_of(scope["headers"])
             principal = self.verify_cached(token) or await self.verify(token)
-            principal = self.authorize(principal, scopes, method=scope["method"], path=path)
+            principal = self.authorize(principal, scopes, method=scope["method"], path=scope["path"])
         except (AuthError, ServiceUnavailableError) as exc:
             raise http_error(exc, scopes) from None
         context.bind(principal, token)

@@ -19,7 +19,11 @@ Such a block proves the path only when its signer is the key published for that 
 What the service's authorizer adds (its ambient facts): ``service("<id>")``, ``operation("<permission>")``
 for each permission the route or the decision requires, ``method("GET")`` and ``path("/images/7")`` when
 the adapter knows the request, ``time(<now>)``, and ``resource("<id>")`` / ``owner("<id>")`` where the
-route body decides on a resource. Its own checks: ``check if right("<permission>")`` for each required
+route body decides on a resource. ``path`` is the path the router matches: percent-decoded, without the
+query (the ASGI ``scope["path"]``, httpx's ``URL.path``), never re-escaped: a request to ``/docs/a%3Fb``
+states ``path("/docs/a?b")``, one to ``/docs/a%253Fb`` ``path("/docs/a%3Fb")``. A decoded path names one
+route and one set of path parameters, whichever way a client escaped it; ``%2F`` and ``/`` decode alike,
+as the router matches them alike. Its own checks: ``check if right("<permission>")`` for each required
 operation; its policy: ``allow if right($r), $r.starts_with("<service>:")``.
 
 **Verification** (``ChitAuthorizer.read``, once per token, then cached by the SDK): the size and block
@@ -698,6 +702,7 @@ def restriction(
     resource: str | Collection[str] | None = None,
     method: str | None = None,
     path: str | None = None,
+    exact_path: str | None = None,
     expires_at: int | None = None,
     datalog: str | None = None,
 ) -> Any:
@@ -709,7 +714,9 @@ def restriction(
     * ``service``: ``check if service("payment")`` (several: ``check if service($v), {...}.contains($v)``);
     * ``resource``: ``check if resource("img-7")`` (several: likewise);
     * ``method``: ``check if method("GET")``; ``path``: ``check if path("/images/7")``, or with a final ``*``
-      a prefix, ``check if path($p), $p.starts_with("/images/")``;
+      a prefix, ``check if path($p), $p.starts_with("/images/")``; ``exact_path``: ``check if path(...)`` of
+      that one path, a final ``*`` included (a request's own path, which may end in one). Paths are the
+      ``path`` fact's form: percent-decoded, as the router matches them (``/docs/a?b`` for ``/docs/a%3Fb``);
     * ``expires_at`` (epoch seconds): ``check if time($t), $t <= <then>``;
     * ``datalog``: checks (and facts) as written, bounded like any appended block.
     """
@@ -733,6 +740,9 @@ def restriction(
             block.add_check(_check("check if path($p), $p.starts_with({v})", path[:-1]))
         else:
             block.add_check(_check("check if path({v})", path))
+        added = True
+    if exact_path is not None:
+        block.add_check(_check("check if path({v})", _text("path", exact_path)))
         added = True
     if expires_at is not None:
         then = datetime.fromtimestamp(int(expires_at), UTC)

@@ -135,16 +135,52 @@ def attenuate(
     ``sign_as`` then appends a third-party block ``through("<service id>")`` signed with that service key
     (alone, it only signs).
 
+    ``path`` is in the form of the ``path`` fact the receiving service states: percent-decoded, as its
+    router matches it, without the query (``"/docs/a?b"`` for a request to ``/docs/a%3Fb``; httpx's
+    ``URL.path``). A final ``*`` here always makes a prefix, so a path taken from input must not end in one;
+    ``ChitForwarder(bind_request=True)`` binds a request's exact path, a final ``*`` included.
+
     ``public_keys`` (``ed25519/<hex>`` texts, or a mapping root key id -> text) replaces the keys this
     process's verifiers hold. ``ValueError`` for nothing to restrict, bad arguments, a chit no known key
     verifies, or a result a verifier would refuse (too large, too many blocks, datalog out of bounds).
     """
+    return _attenuate(
+        token,
+        operations=operations,
+        service=service,
+        resource=resource,
+        method=method,
+        path=path,
+        ttl=ttl,
+        datalog=datalog,
+        public_keys=public_keys,
+        now=now,
+        sign_as=sign_as,
+    )
+
+
+def _attenuate(
+    token: str,
+    *,
+    operations: Collection[str] | None = None,
+    service: str | Collection[str] | None = None,
+    resource: str | Collection[str] | None = None,
+    method: str | None = None,
+    path: str | None = None,
+    exact_path: str | None = None,
+    ttl: float | None = None,
+    datalog: str | None = None,
+    public_keys: Iterable[str] | Mapping[int, str] | None = None,
+    now: float | None = None,
+    sign_as: ServiceKey | None = None,
+) -> str:
+    """``attenuate``, and ``exact_path``: one path taken as written, a final ``*`` included."""
     expires_at: int | None = None
     if ttl is not None:
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
             raise ValueError("ttl must be a positive number of seconds")
         expires_at = int((time.time() if now is None else now) + ttl)
-    restrictions = (operations, service, resource, method, path, expires_at, datalog)
+    restrictions = (operations, service, resource, method, path, exact_path, expires_at, datalog)
     block: Any = None
     if sign_as is None or any(value is not None for value in restrictions):
         block = restriction(
@@ -153,6 +189,7 @@ def attenuate(
             resource=resource,
             method=method,
             path=path,
+            exact_path=exact_path,
             expires_at=expires_at,
             datalog=datalog,
         )
@@ -185,8 +222,9 @@ class ChitForwarder(BearerOrFallback):
     """Sends the chit of the request being handled (``chit.sdk.context``), attenuated for the call.
 
     The arguments are ``attenuate``'s; ``bind_request`` also restricts the chit to the outgoing request's
-    method and path; ``service_key`` also signs ``through("<service id>")`` with it (proof of the path).
-    Without a request chit (a JWT, or outside a request), ``fallback`` (e.g. the
+    method and exact path (``URL.path``, percent-decoded as the receiving router matches it; a final ``*`` is
+    part of the path, never a prefix); ``service_key`` also signs ``through("<service id>")`` with it (proof
+    of the path). Without a request chit (a JWT, or outside a request), ``fallback`` (e.g. the
     service's own ``ServiceIdentity``) authenticates the call, else ``RuntimeError``: a JWT is never
     forwarded unattenuated by this class (``ForwardedToken`` does that).
     """
@@ -228,13 +266,14 @@ class ChitForwarder(BearerOrFallback):
             if self.fallback is None:
                 raise RuntimeError("no request chit to forward: call from inside a request authenticated by a chit")
             return None
-        return attenuate(
+        return _attenuate(
             auth.token,
             operations=self.operations,
             service=self.service,
             resource=self.resource,
             method=request.method if self.bind_request else None,
-            path=request.url.path if self.bind_request else None,
+            # exact: a path may end in "*" (a literal one, or "%2A" decoded) and must not become a prefix
+            exact_path=request.url.path if self.bind_request else None,
             ttl=self.ttl,
             datalog=self.datalog,
             public_keys=self.public_keys,

@@ -7,8 +7,9 @@ It reads the bearer token, verifies it, puts the principal in ``scope["chit.prin
 with ``principal_of``) and in ``chit.sdk.context`` for the request, and answers RFC 6750 errors;
 an ``AuthError`` raised by the application before it started its response answers the same way.
 Routes check permissions themselves (``principal.require(...)``); a chit's checks run here with the
-request's method and path, those that need the permission or the resource wait for the route's
-decisions. In Starlette, add it through ``middleware=[...]``: wrapped around the whole app from outside
+request's method and path (``scope["path"]``, percent-decoded as the router matches it: the form of the
+``path`` fact, ``chit.core.chit_authorizer``), those that need the permission or the resource wait for the
+route's decisions. In Starlette, add it through ``middleware=[...]``: wrapped around the whole app from outside
 it still authenticates, but an ``AuthError`` from a route then meets Starlette's own 500 handler first.
 The request's method goes to ``authorize``, so a verifier whose revocation list is stale refuses writes
 here too: 503 with ``Retry-After`` (a WebSocket, which has no method, is closed with 1013).
