@@ -345,6 +345,17 @@ def test_role_create_refuses_names_that_belong_to_a_services_manifest(chit: Chit
     assert_refused(chit.cli("role", "create", "owned:sneaky", "--permission", "owned:a:read"), "manifest")
 
 
+@pytest.mark.parametrize("name", ["future:viewer", "chit:service-admin.future"])
+def test_role_create_refuses_the_names_of_a_service_not_registered_yet(
+    chit: ChitServer, manifests: Path, name: str
+) -> None:
+    """Taken first, such a name would make the service's registration fail: it is its manifest's to create."""
+    assert_refused(chit.cli("role", "create", name, "--permission", "chit:audit:read"), "manifest")
+    body = '[permissions]\n"a:read" = "Read"\n\n[roles]\nviewer = ["a:read"]\n'
+    registered = chit.cli("service", "register", str(manifest(manifests, "future", body)))
+    assert registered.exit_code == 0, registered.stderr
+
+
 # registration refusals ---------------------------------------------------------------------------
 
 

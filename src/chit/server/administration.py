@@ -259,6 +259,9 @@ class Administration:
         self.require("chit:services:admin")
         store = self.server.store
         supplied = None if public_key is None else check_public_key(public_key)
+        # registering a new service needs chit:services:admin; changing a registered one (its roles, which its
+        # grantees hold, its key, which others trust) also takes administering it, decided in the transaction
+        administers = self.holds(rules.service_admin_permission(manifest.id))
         listed = parse_all([*manifest.needs, *manifest.on_behalf, *manifest.deferred])
         beyond = rules.unmanifestable(self.actor.permissions, listed)
         if beyond:
@@ -288,6 +291,7 @@ class Administration:
                 now=self.server.now(),
                 public_key=supplied or (None if pair is None else pair.public_key),
                 replace_key=supplied is not None,
+                may_change=administers,
             )
         except BaseException:
             if staged is not None:
@@ -329,6 +333,12 @@ class Administration:
                 source=source,
             )
 
+    def _require_service_admin(self, service_id: str) -> None:
+        """What acts on a registered service (its key, its removal) takes chit:services:admin and administering
+        that service: its private key signs what others trust as the service's."""
+        self.require("chit:services:admin")
+        self.require(str(rules.service_admin_permission(service_id)))
+
     def _registered(self, service_id: str) -> ServiceRecord:
         record = self.server.store.service(service_id)
         if record is None:
@@ -338,7 +348,7 @@ class Administration:
     @audited("service.key_hand_over")
     def hand_over_service_key(self, service_id: str) -> ServiceKeyPair:
         """The private key that registration left in the data directory, deleted as it is handed over."""
-        self.require("chit:services:admin")
+        self._require_service_admin(service_id)
         record = self._registered(service_id)
         rotate = f"rotate with `chit service key {service_id} --rotate`"
         if record.public_key is None:
@@ -367,7 +377,7 @@ class Administration:
     def rotate_service_key(self, service_id: str) -> ServiceKeyPair:
         """A new pair for the service: its public half replaces the published key, its private half is
         handed over at once (nothing is left in the data directory)."""
-        self.require("chit:services:admin")
+        self._require_service_admin(service_id)
         record = self._registered(service_id)
         pair = new_key_pair()
         if not self.server.store.set_service_public_key(service_id, pair.public_key, replacing=record.public_key):
@@ -379,7 +389,7 @@ class Administration:
 
     @audited("service.remove")
     def remove_service(self, service_id: str) -> None:
-        self.require("chit:services:admin")
+        self._require_service_admin(service_id)
         client_pk = self.server.revocations.remove_service(service_id)  # and every token of its client
         self._service_key_files().remove(service_id)
         self._audit("service.removed", subject=client_pk, service=service_id)
@@ -397,8 +407,10 @@ class Administration:
         perms = parse_all(permissions)
         if not perms:
             raise RefusedError("a role needs at least one permission")
-        if ":" in name and name.split(":", 1)[0] in {s.id for s in self.server.store.services()}:
-            raise RefusedError(f"role names starting with a service id belong to that service's manifest: {name!r}")
+        if ":" in name:
+            # <service>:<role> and chit:service-admin.<service> are made by registering that service, registered
+            # yet or not: a role taking such a name first would block its registration
+            raise RefusedError(f"role names with ':' belong to a service's manifest (<service>:<role>): {name!r}")
         self._check_defined(perms)
         self._may_grant(perms)
         self.server.store.create_role(name, sorted(str(p) for p in perms), self.server.now(), description)

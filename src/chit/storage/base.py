@@ -93,12 +93,15 @@ class ServiceStore(Protocol):
         now: int,
         public_key: str | None = None,
         replace_key: bool = False,
+        may_change: bool = True,
     ) -> Registration:
         """Create or update a service from its manifest; refuse to drop what is still granted.
 
         ``admin_role`` is (role name, permission) of the service's admin role, kept across updates.
         ``public_key`` is stored in the same transaction when the service has no key yet, or, with
         ``replace_key``, whatever key it has; a key another service has is a ``ConflictError``.
+        Without ``may_change``, a service registered already may only be registered again as it is (its
+        manifest, and no key of the caller's in place of its own): anything else is ``ForbiddenError``.
         """
         ...
 

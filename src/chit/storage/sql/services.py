@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from chit.errors import ConflictError, NotFoundError, RefusedError
+from chit.errors import ConflictError, ForbiddenError, NotFoundError, RefusedError
 from chit.policy.administration import TOKEN_EXCHANGE_GRANT
 from chit.policy.manifest import Manifest
 from chit.storage import tables as t
@@ -97,21 +97,25 @@ class Services(Grants):
         now: int,
         public_key: str | None = None,
         replace_key: bool = False,
+        may_change: bool = True,
     ) -> Registration:
         """Create or update a service from its manifest; refuse to drop what is still granted.
 
         ``admin_role`` is (role name, permission) of the service's admin role, kept across updates.
         ``public_key`` is stored in the same transaction when the service has no key yet, or, with
-        ``replace_key``, whatever key it has.
+        ``replace_key``, whatever key it has. Without ``may_change`` a registered service is only registered
+        again as it is (``Storage.register_service``).
         """
         try:
             with self._write() as conn:
-                outcome = self._register(conn, manifest, admin_role, secret_hash, now)
+                outcome = self._register(conn, manifest, admin_role, secret_hash, now, may_change)
                 if public_key is None:
                     return outcome
                 current = conn.scalar(select(t.services.c.public_key).where(t.services.c.id == manifest.id))
                 if current == public_key or (current is not None and not replace_key):
                     return outcome
+                if replace_key and not outcome.created and not may_change:
+                    raise _unchangeable(manifest.id)
                 self._check_key_free(conn, manifest.id, public_key)
                 done = conn.execute(
                     update(t.services)
@@ -148,7 +152,13 @@ class Services(Grants):
         return client_pk
 
     def _register(
-        self, conn: Connection, manifest: Manifest, admin_role: tuple[str, str], secret_hash: str, now: int
+        self,
+        conn: Connection,
+        manifest: Manifest,
+        admin_role: tuple[str, str],
+        secret_hash: str,
+        now: int,
+        may_change: bool,
     ) -> Registration:
         service_id, canonical, permissions, roles = (
             manifest.id,
@@ -162,6 +172,8 @@ class Services(Grants):
             raise ConflictError(f"client id {service_id!r} is taken by a client that is not this service's")
         if existing is not None and existing.manifest == canonical and client is not None:
             return Registration(created=False, changed=False, client_created=False)
+        if existing is not None and not may_change:
+            raise _unchangeable(service_id)
 
         old_permissions = set(
             conn.scalars(select(t.permissions.c.name).where(t.permissions.c.service_id == service_id))
@@ -310,3 +322,9 @@ def _key_is(public_key: str | None) -> ColumnElement[bool]:
 def _service_grants(manifest: Manifest) -> set[str]:
     """A service's own client acts as itself; with ``[on_behalf]`` permissions, for users too (DESIGN §4)."""
     return {"client_credentials", TOKEN_EXCHANGE_GRANT} if manifest.on_behalf else {"client_credentials"}
+
+
+def _unchangeable(service_id: str) -> ForbiddenError:
+    return ForbiddenError(
+        f"service {service_id!r} is registered already: changing it takes chit:service.{service_id}:admin"
+    )
