@@ -238,6 +238,22 @@ def test_a_session_revoked_by_an_operator_is_refused_by_both(world: World) -> No
     refused_by_both_within(world, token, time.monotonic())
 
 
+def test_the_chits_minted_from_a_revoked_login_are_refused_by_both(world: World) -> None:
+    """A chit carries its login's session (``session("rtf_…")``): revoking the refresh token ends the chits
+    a service minted acting for that login, as it ends the login's JWTs."""
+    username = world.new_user()
+    answer = login(world.chit, username, PASSWORD).json()
+    sid = claims_of(answer["access_token"])["sid"]
+    chit = access_token(world.jobs.exchange(answer["access_token"], requested_token_type=BISCUIT_TYPE))
+    assert world.jobs.introspect(chit)["active"] is True
+    accepted_by_both(world, chit)
+    data = {"token": answer["refresh_token"], "client_id": "chit-cli"}
+    assert httpx.post(world.chit.url + "/oauth2/revoke", data=data).status_code == 200
+    refused_by_both_within(world, chit, time.monotonic())
+    assert world.jobs.introspect(chit) == {"active": False}
+    assert sid.startswith("rtf_")
+
+
 def test_a_disabled_users_tokens_and_chits_are_refused_by_both(world: World) -> None:
     username = world.new_user()
     token = world.token(username)
@@ -295,19 +311,31 @@ def test_a_revoked_api_key_ends_the_tokens_exchanged_from_it_at_both(world: Worl
     key = world.chit.cli_ok("api-key", "create", "--owner", f"user:{username}", *scopes, "--json").json()
     token = access_token(world.gateway.exchange(key["api_key"], subject_token_type=API_KEY_TYPE))
     assert claims_of(token)["sid"] == key["id"]
+    chit = access_token(
+        world.gateway.exchange(key["api_key"], subject_token_type=API_KEY_TYPE, requested_token_type=BISCUIT_TYPE)
+    )
     accepted_by_both(world, token)
+    accepted_by_both(world, chit)
     world.chit.cli_ok("api-key", "revoke", key["id"])
-    refused_by_both_within(world, token, time.monotonic())
+    revoked_at = time.monotonic()
+    refused_by_both_within(world, token, revoked_at)
+    refused_by_both_within(world, chit, revoked_at)
+    assert world.gateway.introspect(chit) == {"active": False}
 
 
 def test_a_revoked_deferred_delegation_ends_what_was_redeemed_from_it_at_both(world: World) -> None:
     username = world.new_user()
     handle = world.jobs.deferred_handle(world.token(username), job_id="nightly")
     token = world.jobs.redeemed_token(handle)
+    chit = world.jobs.redeemed_token(handle, requested_token_type=BISCUIT_TYPE)
     assert claims_of(token)["sid"] == delegation_id(handle)
     accepted_by_both(world, token)
+    accepted_by_both(world, chit)
     world.chit.cli_ok("delegation", "revoke", delegation_id(handle))
-    refused_by_both_within(world, token, time.monotonic())
+    revoked_at = time.monotonic()
+    refused_by_both_within(world, token, revoked_at)
+    refused_by_both_within(world, chit, revoked_at)
+    assert world.jobs.introspect(chit) == {"active": False}
 
 
 def test_a_revoked_signing_key_ends_every_token_it_signed_at_both(world: World) -> None:

@@ -277,11 +277,13 @@ class TestIssuer:
         key: RootKey | None = None,
         root_key_id: int | Literal["key"] | None = "key",
         datalog: str | None = None,
+        session_id: str | None = None,
     ) -> str:
         """A chit for ``subject`` carrying ``scope`` (concrete permissions), as the auth server mints one
         (DESIGN §4, "Chits on the wire"): ``actors`` current first, expiring after ``ttl`` (default: the
         access-token lifetime), signed by ``key`` (default: the current root key) under ``root_key_id``
-        (default: the key's id; None names none). ``datalog`` adds to the authority block."""
+        (default: the key's id; None names none), from the session ``session_id`` if given. ``datalog``
+        adds to the authority block."""
         signer = key or self.root_key
         chain = [Actor(a, a) if isinstance(a, str) else a for a in actors]
         return chit_authorizer.mint(
@@ -294,6 +296,7 @@ class TestIssuer:
             actors=[(a.subject, a.client_id or "") for a in chain],
             expires_at=int(self.clock()) + (self.access_token_ttl if ttl is None else ttl),
             datalog=datalog,
+            session_id=session_id,
         )
 
     def service_token(self, client_id: str, scope: Iterable[str] = (), **options: Any) -> str:

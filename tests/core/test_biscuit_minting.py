@@ -62,6 +62,42 @@ def test_the_authority_block_is_exactly_the_vocabulary(root: str) -> None:
     )
 
 
+def test_a_chit_of_a_session_states_it_and_reads_it_back(root: str) -> None:
+    token = mint(root, session_id="key_0123")
+    assert (
+        verified(token, root)
+        .block_source(0)
+        .endswith('session("key_0123");\ncheck if time($t), $t <= 2030-03-17T17:46:40Z;\n')
+    )
+    assert facts(token, root, "session", 1) == [["key_0123"]]
+    read = biscuit.read_chit(token, {7: biscuit.root_public_key(root)})
+    assert read.session_id == "key_0123"
+    assert biscuit.read_chit(mint(root), {7: biscuit.root_public_key(root)}).session_id is None
+    assert "session(" not in verified(mint(root), root).block_source(0)
+
+
+def test_reading_takes_the_earliest_expiry_of_any_block(root: str) -> None:
+    token = mint(root)
+    sooner = biscuit_auth.BlockBuilder("check if time($t), $t <= 2030-01-01T00:00:00Z;")
+    attenuated = verified(token, root).append(sooner)
+    read = biscuit.read_chit(attenuated.to_base64(), {7: biscuit.root_public_key(root)})
+    assert read.expires_at == EXP  # the authority block's: what a revocation of the chit must outlast
+    assert read.valid_until == int(datetime(2030, 1, 1, tzinfo=UTC).timestamp())
+    assert biscuit.read_chit(token, {7: biscuit.root_public_key(root)}).valid_until == EXP
+
+
+def test_a_chit_stating_two_sessions_does_not_read(root: str) -> None:
+    builder = biscuit_auth.BiscuitBuilder(
+        'issuer({i}); subject("usr_a"); client("c"); right("a:b:c"); session("rtf_1"); session("rtf_2");'
+        " check if time($t), $t <= {exp};",
+        {"i": ISSUER, "exp": datetime.fromtimestamp(EXP, UTC)},
+    )
+    builder.set_root_key_id(7)
+    token = builder.build(biscuit_auth.PrivateKey(root)).to_base64()
+    with pytest.raises(InvalidTokenError):
+        biscuit.read_chit(token, {7: biscuit.root_public_key(root)})
+
+
 def test_a_chit_without_actors_has_no_actor_fact(root: str) -> None:
     token = mint(root, actors=[])
     assert "actor(" not in verified(token, root).block_source(0)

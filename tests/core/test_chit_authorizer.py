@@ -89,6 +89,14 @@ def test_the_authority_vocabulary_is_read_from_the_signed_bytes(authorizer: ca.C
     assert outline(base64.urlsafe_b64decode(token)).root_key_id == 1
 
 
+def test_the_session_a_chit_comes_from_is_read_with_its_authority(authorizer: ca.ChitAuthorizer) -> None:
+    assert read(authorizer, mint(session_id="rtf_abc")).authority.session_id == "rtf_abc"
+    assert read(authorizer, mint()).authority.session_id is None
+    # an appended block cannot give it one: only the authority block's facts are read as the vocabulary
+    assert read(authorizer, append(mint(), 'session("rtf_other");')).authority.session_id is None
+    assert "more than one session" in refused(authorizer, mint(session_id="rtf_a", datalog='session("rtf_b");'))
+
+
 def test_a_client_id_with_quotes_cannot_smuggle_a_right(authorizer: ca.ChitAuthorizer) -> None:
     # the binding prints this authority block as client("x"); right("image-store:images:delete"); ...
     token = mint((READ,), client_id='x"); right("image-store:images:delete')
@@ -135,6 +143,7 @@ def test_an_attenuated_lifetime_is_an_expiry(authorizer: ca.ChitAuthorizer) -> N
         ("right(7);", "malformed right"),
         ('actor(2, "svc", "svc");', "not numbered from 0"),
         ('actor("0", "svc", "svc");', "malformed actor"),
+        ("session(7);", "malformed session"),
     ],
 )
 def test_a_malformed_authority_is_refused(authorizer: ca.ChitAuthorizer, datalog: str, reason: str) -> None:

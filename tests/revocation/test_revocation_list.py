@@ -48,7 +48,11 @@ def jwt(
 
 
 def chit(
-    *revocation_ids: str, subject: str = "usr_alice", client_id: str = "photos", expires: int = NOW + TTL
+    *revocation_ids: str,
+    subject: str = "usr_alice",
+    client_id: str = "photos",
+    expires: int = NOW + TTL,
+    session_id: str | None = None,
 ) -> Principal:
     return Principal(
         subject=subject,
@@ -57,6 +61,7 @@ def chit(
         expires_at=datetime.fromtimestamp(expires, UTC),
         token_id=revocation_ids[0],
         kind="chit",
+        session_id=session_id,
         chit=Blocks(*revocation_ids),  # type: ignore[arg-type]
     )
 
@@ -98,6 +103,17 @@ def test_a_session_api_key_or_delegation_refuses_every_token_carrying_it_as_sid(
     assert revoked.revokes(jwt(token_id="b", session_id=sid))
     assert not revoked.revokes(jwt(token_id="c", session_id="rtf_other"))
     assert not revoked.revokes(jwt(token_id="d"))
+
+
+@pytest.mark.parametrize(("kind", "sid"), [("session", "rtf_1"), ("session", "key_1"), ("delegation", "dlg_1")])
+def test_a_session_api_key_or_delegation_refuses_the_chits_minted_from_it(
+    revoked: RevocationList, kind: str, sid: str
+) -> None:
+    revoked.apply(event(1, kind, sid))
+    assert revoked.revokes(chit("a" * 128, session_id=sid))
+    assert revoked.revokes(chit("a" * 128, "b" * 128, session_id=sid))  # attenuated: the session is its root's
+    assert not revoked.revokes(chit("c" * 128, session_id="rtf_other"))
+    assert not revoked.revokes(chit("d" * 128))
 
 
 def test_a_chit_is_refused_when_any_of_its_blocks_is_revoked(revoked: RevocationList) -> None:

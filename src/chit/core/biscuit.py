@@ -8,7 +8,12 @@ A chit's authority block states, in the vocabulary of DESIGN §4 ("Chits on the 
     client("<client_id>");
     right("<service:resource:action>");        one per permission; never one with a '*' segment
     actor(<n>, "<sub>", "<client_id>");        one per actor of the delegation chain, 0 = the current one
+    session("<sid>");                          when it comes from a session, an API key or a deferred delegation
     check if time($t), $t <= <expiry, UTC>;
+
+``session`` is chit's addition to DESIGN §4's vocabulary: the ``sid`` a JWT of the same origin carries, so
+that revoking a session, an API key or a deferred delegation (one ``session``/``delegation`` event) reaches
+the chits minted from it as it reaches the JWTs. A verifier that does not know the fact ignores it.
 
 Every value goes in as a ``{parameter}`` of the binding, never by formatting datalog text, so that no
 id can inject datalog. Careful: the binding *prints* a string term without escaping its quotes
@@ -72,6 +77,8 @@ class ChitAuthority:
     actors: tuple[tuple[str, str], ...]  # (sub, client_id), current actor first
     expires_at: int  # epoch seconds: the earliest expiry check of the authority block
     revocation_ids: tuple[str, ...]
+    session_id: str | None = None  # the session, API key or deferred delegation it was minted from
+    valid_until: int = 0  # epoch seconds: the earliest expiry check of any block (an attenuated ``ttl`` too)
 
     @property
     def last_revocation_id(self) -> str:
@@ -113,9 +120,11 @@ def mint(
     permissions: Iterable[str],
     actors: Sequence[tuple[str, str]],
     expires_at: int,
+    session_id: str | None = None,
 ) -> MintedChit:
     """A chit signed by the root key ``root_key_id``: its authority block states exactly the vocabulary above.
-    ``actors`` is the delegation chain as ``(sub, client_id)``, current actor first; ``expires_at`` epoch seconds."""
+    ``actors`` is the delegation chain as ``(sub, client_id)``, current actor first; ``expires_at`` epoch seconds;
+    ``session_id`` the session it comes from, if any."""
     lines = ["issuer({iss});", "subject({sub});", "client({client});"]
     values: dict[str, Any] = {"iss": issuer, "sub": subject, "client": client_id}
     for index, permission in enumerate(sorted({p for p in permissions if is_concrete(p)})):
@@ -124,6 +133,9 @@ def mint(
     for index, (actor_subject, actor_client) in enumerate(actors):
         lines.append(f"actor({{n{index}}}, {{as{index}}}, {{ac{index}}});")
         values.update({f"n{index}": index, f"as{index}": actor_subject, f"ac{index}": actor_client})
+    if session_id is not None:
+        lines.append("session({sid});")
+        values["sid"] = session_id
     lines.append("check if time($t), $t <= {exp};")
     values["exp"] = datetime.fromtimestamp(expires_at, UTC)
     builder = biscuit_auth.BiscuitBuilder("\n".join(lines), values)
@@ -142,6 +154,7 @@ def mint_chit(
     permissions: Iterable[str],
     actors: Sequence[tuple[str, str]],
     expires_at: int,
+    session_id: str | None = None,
 ) -> str:
     """The token of ``mint``: base64url with ``=`` padding."""
     return mint(
@@ -153,6 +166,7 @@ def mint_chit(
         permissions=permissions,
         actors=actors,
         expires_at=expires_at,
+        session_id=session_id,
     ).token
 
 
@@ -218,16 +232,20 @@ def read_chit(token: str, public_keys_by_id: Mapping[int, str]) -> ChitAuthority
             return [list(fact.terms) for fact in authorizer.query(rule)]
 
         issuers, subjects, clients = terms("issuer", 1), terms("subject", 1), terms("client", 1)
-        rights, actors = terms("right", 1), terms("actor", 3)
-        authority = read_blocks(parsed.to_bytes())[0]
+        rights, actors, sessions = terms("right", 1), terms("actor", 3), terms("session", 1)
+        blocks = read_blocks(parsed.to_bytes())
         revocation_ids = tuple(str(rid) for rid in parsed.revocation_ids)
     except (*_CHIT_ERRORS, MalformedChitError) as exc:
         raise InvalidTokenError("the chit does not read") from exc
-    expiries = [date for check in authority.checks if (date := check.expiry) is not None]
+    expiries = [date for check in blocks[0].checks if (date := check.expiry) is not None]
+    attenuated = [date for block in blocks[1:] for check in block.checks if (date := check.expiry) is not None]
     singles = [_single_string(found) for found in (issuers, subjects, clients)]
     chain = sorted((n, sub, client) for n, sub, client in actors if isinstance(n, int))
+    session = _single_string(sessions) if sessions else None
     if None in singles or not expiries or [n for n, _, _ in chain] != list(range(len(actors))):
         raise InvalidTokenError("the chit's authority block does not state the vocabulary")
+    if sessions and session is None:
+        raise InvalidTokenError("the chit's authority block states a malformed session")
     return ChitAuthority(
         issuer=cast(str, singles[0]),
         subject=cast(str, singles[1]),
@@ -236,6 +254,8 @@ def read_chit(token: str, public_keys_by_id: Mapping[int, str]) -> ChitAuthority
         actors=tuple((str(sub), str(client)) for _, sub, client in chain),
         expires_at=min(expiries),
         revocation_ids=revocation_ids,
+        session_id=session,
+        valid_until=min([*expiries, *attenuated]),
     )
 
 

@@ -6,7 +6,11 @@ The only module on the service side that imports ``biscuit_auth``. What a chit s
     issuer("<iss>"); subject("<sub>"); client("<client_id>");
     right("<service:resource:action>");         one per permission, never one with a '*' segment
     actor(<n>, "<sub>", "<client_id>");         one per actor of the delegation chain, 0 = the current one
+    session("<sid>");                           at most one: the session, API key or deferred delegation
     check if time($t), $t <= <expiry>;
+
+``session`` (chit's addition to DESIGN §4, see ``chit.core.biscuit``) lets the revocation list refuse a
+chit whose session was revoked, as it refuses a JWT by its ``sid``.
 
 What a service that handled the request states, in a third-party block it appends before forwarding the
 chit, signed with its own service key (the public halves are published at discovery's ``service_keys_uri``)::
@@ -266,6 +270,7 @@ class Authority:
     rights: frozenset[str]
     actors: tuple[tuple[str, str], ...]  # (subject, client id), current actor first
     expires_at: int  # epoch seconds: valid while time <= expires_at
+    session_id: str | None = None  # ``session("<sid>")``: what revoking that session revokes too
 
 
 @dataclass(frozen=True, eq=False)
@@ -572,11 +577,14 @@ def _right_check(operation: str) -> Any:
 
 def _authority(block: Block) -> Authority:
     singles: dict[str, list[str]] = {"issuer": [], "subject": [], "client": []}
+    sessions: list[str] = []
     rights: set[str] = set()
     actors: dict[int, tuple[str, str]] = {}
     for name, terms in block.facts:
         if name in singles:
             singles[name].append(_string(name, terms))
+        elif name == "session":
+            sessions.append(_string(name, terms))
         elif name == "right":
             right = _string(name, terms)
             if WILDCARD not in right.split(":"):  # never honoured: chits carry concrete permissions only
@@ -589,6 +597,8 @@ def _authority(block: Block) -> Authority:
     for name, values in singles.items():
         if len(values) != 1:
             raise InvalidTokenError(f"chit authority block must state exactly one {name}")
+    if len(sessions) > 1:
+        raise InvalidTokenError("chit authority block states more than one session")
     if sorted(actors) != list(range(len(actors))):
         raise InvalidTokenError("chit actors are not numbered from 0")
     if len(actors) > MAX_DELEGATION_DEPTH:
@@ -603,6 +613,7 @@ def _authority(block: Block) -> Authority:
         rights=frozenset(rights),
         actors=tuple(actors[n] for n in range(len(actors))),
         expires_at=min(expiries),
+        session_id=sessions[0] if sessions else None,
     )
 
 
@@ -890,6 +901,7 @@ def mint(
     actors: Sequence[tuple[str, str]] = (),
     expires_at: int,
     datalog: str | None = None,
+    session_id: str | None = None,
 ) -> str:
     """A chit in the vocabulary above, as the auth server mints it; ``datalog`` adds to the authority block
     (tests of what a misbehaving issuer could sign). Every value goes in as a parameter, never as text."""
@@ -903,6 +915,9 @@ def mint(
     for index, (actor_subject, actor_client) in enumerate(actors):
         lines.append(f"actor({{n{index}}}, {{as{index}}}, {{ac{index}}});")
         values.update({f"n{index}": index, f"as{index}": actor_subject, f"ac{index}": actor_client})
+    if session_id is not None:
+        lines.append("session({sid});")
+        values["sid"] = session_id
     lines.append("check if time($t), $t <= {exp};")
     values["exp"] = datetime.fromtimestamp(expires_at, UTC)
     builder = biscuit_auth.BiscuitBuilder("\n".join(lines), values)

@@ -6,9 +6,9 @@ dictionary lookups, the subject and client branches skipped while nobody was rev
 costs well under a microsecond with 100,000 entries. What a service refuses, by the event's kind:
 
 * ``token``: the JWT whose ``jti`` is the value (``Principal.token_id``);
-* ``session``, ``delegation``: every token whose ``sid`` is the value (``Principal.session_id``): a
-  refresh-token family ``rtf_…``, an API key ``key_…``, a deferred delegation ``dlg_…`` (the tokens
-  redeemed from it carry its id as ``sid``);
+* ``session``, ``delegation``: every token whose ``sid`` is the value (``Principal.session_id``; a chit's
+  ``session`` fact): a refresh-token family ``rtf_…``, an API key ``key_…``, a deferred delegation
+  ``dlg_…`` (the tokens redeemed from it carry its id as ``sid``);
 * ``chit``: every chit holding the block whose revocation id is the value, i.e. the chit revoked and
   every one attenuated from it;
 * ``subject``: every JWT of that user (``sub``) issued before ``not_before`` (``iat``); ``client``: the
@@ -73,14 +73,14 @@ class RevocationList:
         if chit is None:
             if principal.token_id in self._tokens:
                 return True
-            session = principal.session_id
-            if session is not None and session in self._sessions:
-                return True
         elif self._chits:
             chits = self._chits
             for block_id in chit.revocation_ids:
                 if block_id in chits:
                     return True
+        session = principal.session_id
+        if session is not None and session in self._sessions:
+            return True
         if self._subjects or self._clients:
             return self._revokes_issued_before(principal)
         return False

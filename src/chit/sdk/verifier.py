@@ -389,6 +389,7 @@ class TokenVerifier:
             actors=tuple(Actor(subject, client or None) for subject, client in authority.actors),
             token_id=chit.revocation_ids[0],
             kind="chit",
+            session_id=authority.session_id,
             on_decision=self.decisions,
             token=token,
             chit=ChitRequest(chit, self.chits, self.clock),

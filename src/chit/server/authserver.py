@@ -136,9 +136,9 @@ class AuthServer:
         not_after: int | None = None,
     ) -> IssuedAccessToken:
         """A chit stating what ``issue_access_token`` would sign, minted by the newest root key: the
-        permissions as rights (none with a ``*`` segment), ``act`` as the actor facts, the same expiry.
-        A chit names no audience and no session: the grant narrows its rights, revocation finds it by
-        its revocation ids (recorded with the session in the audit log)."""
+        permissions as rights (none with a ``*`` segment), ``act`` as the actor facts, ``session_id`` as its
+        ``session`` fact, the same expiry. A chit names no audience: the grant narrows its rights. Revoking
+        its session, API key or deferred delegation revokes it as it does the JWTs of the same origin."""
         concrete = [p for p in permissions if biscuit.is_concrete(str(p))]
         claims = self._claims(subject, client, concrete, session_id, act, None, not_after)
         root = self.keys().minting_root_key
@@ -151,6 +151,7 @@ class AuthServer:
             permissions=claims.scope,
             actors=[(actor.subject, actor.client_id or "") for actor in actors_from_claim(act)],
             expires_at=claims.exp,
+            session_id=claims.sid,
         )
         claims = dataclasses.replace(claims, jti=minted.revocation_id[:CHIT_ID_LENGTH])
         return IssuedAccessToken(minted.token, claims, minted.revocation_ids)
@@ -275,14 +276,15 @@ class AuthServer:
         return authority
 
     def active_chit(self, token: str) -> ActiveChit | None:
-        """A chit of this server that is not expired, none of whose blocks' revocation ids is revoked (so
-        revoking a chit revokes every chit attenuated from it), and whose subject, client and actors are
-        active by the rules of ``active_subject``; else None."""
+        """A chit of this server that is not expired (by any block's expiry: an attenuated ``ttl`` ends it too),
+        none of whose blocks' revocation ids is revoked (so revoking a chit revokes every chit attenuated from
+        it), and whose session, subject, client and actors are active by the rules of ``active_subject``; else
+        None. Its claims' ``exp`` is that earliest expiry."""
         try:
             authority = self.read_own_chit(token)
         except InvalidTokenError:
             return None
-        if authority.expires_at <= self.now() or self.store.revoked_chit_ids(authority.revocation_ids):
+        if authority.valid_until <= self.now() or self.store.revoked_chit_ids(authority.revocation_ids):
             return None
         act: dict[str, Any] | None = None
         for actor_subject, actor_client in reversed(authority.actors):  # the innermost act is the first actor
@@ -296,12 +298,13 @@ class AuthServer:
             iss=authority.issuer,
             sub=authority.subject,
             aud=tuple(sorted({right.split(":", 1)[0] for right in authority.rights})) or ("chit",),
-            exp=authority.expires_at,
+            exp=authority.valid_until,
             iat=max(0, authority.expires_at - self.settings.access_token_ttl),
             jti=authority.revocation_ids[0][:CHIT_ID_LENGTH],
             client_id=authority.client_id,
             scope=authority.rights,
             act=act,
+            sid=authority.session_id,
         )
         return ActiveChit(authority, claims) if self.access_token_is_active(claims) else None
 

@@ -30,6 +30,8 @@ from helpers import (
     user_token,
 )
 
+import chit as chit_sdk
+
 BISCUIT_TYPE = "urn:chit:token-type:biscuit"
 DISCOVERY = "/.well-known/oauth-authorization-server"
 PASSWORD = "chit-revocation-password-1"
@@ -106,8 +108,12 @@ def test_an_active_chit_introspects_as_its_authority_block_states(setup: Setup) 
     user = user_token(setup.chit, username, PASSWORD)
     token = setup.mint(username)
     answer = setup.webapp.introspect(token)
-    assert set(answer) == {"active", "sub", "client_id", "scope", "exp", "iss", "token_type", "chit_revocation_ids"}
+    members = {"active", "sub", "client_id", "scope", "exp", "iat", "iss", "aud", "jti", "token_type"}
+    assert set(answer) == members | {"chit_revocation_ids"}  # an access token's members (DESIGN §4), and its ids
     assert answer["active"] is True
+    assert answer["aud"] == ["image-store"]
+    assert setup.revocation_ids(token)[0].startswith(answer["jti"])
+    assert answer["iat"] <= time.time() < answer["exp"]
     assert answer["sub"] == claims_of(user)["sub"]
     assert answer["client_id"] == "webapp"
     assert answer["scope"] == "image-store:images:read image-store:images:write"
@@ -119,6 +125,31 @@ def test_an_active_chit_introspects_as_its_authority_block_states(setup: Setup) 
     assert setup.other.introspect(token)["active"] is True
     attenuated = setup.attenuate(token)
     assert setup.webapp.introspect(attenuated)["chit_revocation_ids"] == setup.revocation_ids(attenuated)
+
+
+def test_an_attenuated_lifetime_ends_the_chit_at_introspection_too(setup: Setup) -> None:
+    token = setup.mint(setup.new_user())
+    minted_exp = setup.webapp.introspect(token)["exp"]
+    shorter = chit_sdk.attenuate(token, ttl=60, public_keys=setup.root_keys)
+    answer = setup.webapp.introspect(shorter)
+    assert answer["active"] is True
+    assert answer["exp"] == pytest.approx(time.time() + 60, abs=5)
+    assert answer["exp"] < minted_exp
+    expired = chit_sdk.attenuate(token, ttl=10, now=time.time() - 60, public_keys=setup.root_keys)
+    assert setup.webapp.introspect(expired) == INACTIVE
+    assert setup.webapp.introspect(token)["active"] is True  # its parent lives on
+
+
+def test_revoking_the_session_a_chit_was_minted_from_ends_it(setup: Setup) -> None:
+    """The chit carries its login's ``session``: revoking the login's refresh token ends the chit too."""
+    username = setup.new_user()
+    login = {"grant_type": "password", "username": username, "password": PASSWORD, "client_id": "chit-cli"}
+    answer = httpx.post(setup.chit.token_url, data=login, timeout=30).json()
+    chit = access_token(setup.image_store.exchange(answer["access_token"], requested_token_type=BISCUIT_TYPE))
+    assert setup.webapp.introspect(chit)["active"] is True
+    revoked = {"token": answer["refresh_token"], "client_id": "chit-cli"}
+    assert httpx.post(setup.chit.url + "/oauth2/revoke", data=revoked, timeout=30).status_code == 200
+    assert setup.webapp.introspect(chit) == INACTIVE
 
 
 def test_a_chit_minted_by_a_service_acting_for_a_user_introspects_with_act(setup: Setup) -> None:

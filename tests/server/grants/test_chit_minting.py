@@ -69,7 +69,7 @@ ALICE_PERMISSIONS = {"image-store:images:read", "image-store:images:write", "tag
 
 # one line of an authority block, as biscuit prints it: the vocabulary and nothing else
 VOCABULARY = re.compile(
-    r'(issuer|subject|client|right)\("[^"]*"\);'
+    r'(issuer|subject|client|right|session)\("[^"]*"\);'
     r'|actor\(\d+, "[^"]*", "[^"]*"\);'
     r"|check if time\(\$t\), \$t <= \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ;"
 )
@@ -117,6 +117,7 @@ def authority(chit: ChitServer, token: str) -> Authority:
     [[issuer]], [[subject]], [[client]] = terms("issuer", 1), terms("subject", 1), terms("client", 1)
     actors = terms("actor", 3)
     assert [n for n, _, _ in actors] == list(range(len(actors)))  # numbered 0.. without gaps
+    assert len(terms("session", 1)) <= 1  # the session it comes from, if any (chit's addition to the vocabulary)
     [check] = [line for line in lines if line.startswith("check if")]
     expires = datetime.fromisoformat(check.removeprefix("check if time($t), $t <= ").removesuffix(";"))
     root_key_id = biscuit_auth.UnverifiedBiscuit.from_base64(token).root_key_id()

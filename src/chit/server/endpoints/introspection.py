@@ -1,9 +1,13 @@
 """Token introspection (RFC 7662) for authenticated confidential clients.
 
 An active access token answers its claims; a refresh token is active only to the client it was
-issued to. A chit is active unless it is expired, any of its blocks' revocation ids is revoked, or its
-subject, client or an actor is not (as for an access token); it answers what its authority block states,
-``act`` from its actor facts, and ``chit_revocation_ids``, one per block. Anything inactive, unknown,
+issued to. A chit is active unless it is expired (by any block's expiry, an attenuated ``ttl`` included),
+any of its blocks' revocation ids is revoked, or its session, subject, client or an actor is not (as for an
+access token); it answers the members of an access token (``aud``: the services its rights name; ``iat``
+estimated, ``jti`` its revocation id's start, as ``ActiveChit`` says), ``exp`` that earliest expiry,
+``act`` from its actor facts, and ``chit_revocation_ids``, one per block. The scope is what the authority
+block grants: an appended block's other checks (operations, service, path...) need the request they
+restrict, so a chit with more than one id can do less than its scope says. Anything inactive, unknown,
 malformed or foreign answers exactly ``{"active": false}``.
 """
 
@@ -57,7 +61,10 @@ class IntrospectionEndpoint:
             "client_id": claims.client_id,
             "scope": " ".join(claims.scope),
             "exp": claims.exp,
+            "iat": claims.iat,
             "iss": claims.iss,
+            "aud": list(claims.aud),
+            "jti": claims.jti,
             "token_type": "Bearer",
             "chit_revocation_ids": list(active.authority.revocation_ids),
         }
