@@ -12,11 +12,12 @@ narrowed to ``chit:revocations:read``: the permission never rides on its everyda
   nothing for ``quiet_timeout`` is taken for dead and reconnected;
 * or, with ``redis_url``, Redis pub/sub for low latency (channel ``chit:revocations:<issuer>``, where
   ``chit serve --redis-url`` publishes: pub/sub ignores database numbers, so the issuer keeps
-  installations apart), with the feed endpoint as the catch-up: polled from the cursor after every
-  (re)connection to Redis, whenever a message skips an id (past the cursor and what Redis brought in
-  order), and every ``poll_interval`` seconds anyway. Events from Redis are applied at once (applying
-  is idempotent); the cursor only advances through the feed, in the server's order, so an event lost
-  on Redis is found by the next poll: nothing is missed silently.
+  installations apart), with the feed endpoint as the source: polled from the cursor after every
+  (re)connection to Redis, at once when a message announces an event past the cursor, and every
+  ``poll_interval`` seconds anyway. A Redis message is only a wake-up, never applied as it stands:
+  Redis authenticates no publisher, so whoever may publish on it could otherwise revoke a signing key
+  in every service. What is applied comes from the feed, read with the service's own token, in the
+  server's order; an event lost on Redis is found by the next poll: nothing is missed silently.
 
 Staleness is how long ago the feed last confirmed that the list is current: a poll answered, a stream
 event or keepalive received (Redis messages do not count: only a poll shows that none was lost);
@@ -62,6 +63,7 @@ MAX_STALENESS = 30.0  # seconds without a confirmation after which the list coun
 BOOTSTRAP_TIMEOUT = 10.0  # seconds ``start`` waits for the first pages before it gives up (and stays stale)
 FIRST_RECONNECT_DELAY = 0.25
 MAX_RECONNECT_DELAY = 15.0
+MIN_WAKE_GAP = 0.05  # seconds between polls that Redis messages ask for: a flood of them is 20 polls a second
 MIN_STREAM_LIFE = 1.0  # seconds: a stream the server ends sooner is a failure, reconnected with backoff
 MAX_PAGE_SIZE = 4 * 1024 * 1024  # bytes of one poll answer
 MAX_EVENT_SIZE = 64 * 1024  # bytes of one event's data, on the stream or on Redis
@@ -161,7 +163,6 @@ class RevocationFeed:
         self._http_client = http_client
         self._discovered = feed_url is not None and stream_url is not None
         self.cursor = 0  # the last event id read from the feed in the server's order
-        self._pushed_through = 0  # Redis brought every event up to this one (beyond the cursor)
         self.confirmed_at: float | None = None  # monotonic time the list was last confirmed current
         # staleness() > max_staleness, kept by a timer so that a request reads a flag, not the clock
         self.stale = True
@@ -497,8 +498,8 @@ class RevocationFeed:
                 await connection.aclose()
 
     def _published(self, data: object) -> None:
-        """An event from Redis: applied at once; a gap before it (since the cursor and what Redis brought in
-        order after it) sends the poller to catch up. The cursor itself only moves with the feed."""
+        """A message on Redis: an event past the cursor sends the poller to read the feed at once. The event
+        itself is not applied: anyone who may publish on that Redis could have sent it."""
         if not isinstance(data, bytes | str) or len(data) > MAX_EVENT_SIZE:
             log.warning("skipped a Redis message that is not a revocation event")
             return
@@ -507,14 +508,8 @@ class RevocationFeed:
         except (ValueError, RecursionError, FeedError) as exc:
             log.warning("skipped a Redis message that is not a revocation event (%s)", exc)
             return
-        if event is None:
-            return
-        self._apply(event)
-        contiguous = max(self.cursor, self._pushed_through)
-        if event.id == contiguous + 1:
-            self._pushed_through = event.id  # the next one in order: no gap to fill
-        elif event.id > contiguous + 1:
-            self._request_catch_up()  # something between was lost, or is late: the feed has it
+        if event is not None and event.id > self.cursor:
+            self._request_catch_up()
 
     def _request_catch_up(self) -> None:
         if self._catch_up is not None:
@@ -527,10 +522,16 @@ class RevocationFeed:
         catch_up = self._catch_up
         delay = FIRST_RECONNECT_DELAY
         wait = 0.0
+        polled_at = -math.inf
         while True:
             with suppress(TimeoutError):
                 await asyncio.wait_for(catch_up.wait(), wait)
+            # whoever may publish on Redis may send messages without end: the polls they ask for keep a gap
+            gap = MIN_WAKE_GAP - (self.monotonic() - polled_at)
+            if gap > 0:
+                await asyncio.sleep(gap)
             catch_up.clear()
+            polled_at = self.monotonic()
             try:
                 await self._poll(client)
             except (httpx.HTTPError, FetchError, FeedError, TokenRequestError, ValueError) as exc:
