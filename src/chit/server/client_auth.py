@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from urllib.parse import unquote_plus
 
 from chit.errors import InvalidClientError, InvalidRequestError
+from chit.policy.text import text_problem
 from chit.server.credentials import secret_matches
 from chit.storage.records import Client
 from chit.storage.sql.store import Store
@@ -59,7 +60,9 @@ def authenticate_client(
 
 
 def _check(store: Store, client_id: str, secret: str | None, challenge: dict[str, str], allow_public: bool) -> Client:
-    client = store.client_by_client_id(client_id, with_permissions=True)
+    # no client id holds a control character: such an id (Basic credentials are not a form) is unknown, and is
+    # not sent to a database that cannot store it (PostgreSQL text refuses NUL)
+    client = None if text_problem(client_id) else store.client_by_client_id(client_id, with_permissions=True)
     if client is None or client.disabled:
         if secret is not None:
             secret_matches(secret, None)  # same work as for a known client

@@ -69,7 +69,9 @@ def parse_form(body: bytes) -> dict[str, str]:
         if name in REPEATABLE:
             if " " in value:
                 raise InvalidRequestError(f"each {name} value is one service id or URI, without spaces")
-            if value and name in params:
+            if not value:
+                continue  # an empty parameter is omitted (RFC 6749 §3.1): it must not erase the values before it
+            if name in params:
                 value = f"{params[name]} {value}"  # repeated values travel space-separated (see ``targets``)
             if value.count(" ") >= MAX_TARGETS:
                 raise InvalidRequestError(f"more than {MAX_TARGETS} {name} values")

@@ -3,18 +3,21 @@
 A bot presents its API key at the edge; a trusted client (the gateway, holding
 ``chit:api-keys:exchange``) exchanges it here for a short-lived access token, so that services only
 ever see one kind of token. The token (a JWT, or a chit when asked for) carries the key's scope ∩ what
-its owner holds now, narrowed by ``scope``; no refresh token.
+its owner holds now, narrowed by ``scope`` (and addressed to ``audience``/``resource`` when named), never
+outlives the key, and comes with no refresh token.
 """
 
 from __future__ import annotations
 
 from chit.errors import InvalidGrantError, UnauthorizedClientError
 from chit.policy import administration as rules
+from chit.policy import delegation
 from chit.policy.permissions import intersect, parse_all
 from chit.policy.scopes import parse_permissions, select_scope
 from chit.server.audit import SUCCESS
 from chit.server.authserver import AuthServer
 from chit.server.credentials import parse_api_key, secret_matches
+from chit.server.forms import targets
 from chit.server.grants.base import IssuedTokens, TokenRequest, requested_scope
 from chit.server.grants.chit_minting import Issuance, issue
 
@@ -47,11 +50,19 @@ def exchange_api_key(server: AuthServer, request: TokenRequest, subject_token: s
     if owner_client is not None:
         held |= parse_permissions(owner_client.scope or ())
     granted = select_scope(intersect(held, parse_all(record.scope)), wanted)
+    aud = delegation.narrowed_audience(granted, targets(request.params), lambda named: store.service(named) is not None)
     store.touch_api_key(record.id, now)
-    # the key's id as sid: revoking the key revokes every token exchanged from it
-    issued = issue(
-        server, request, Issuance(subject=record.owner_id, client=client, permissions=granted, session_id=record.id)
+    # the key's id as sid: revoking the key revokes every token exchanged from it; none outlives the key, whose
+    # expiry sends services no event
+    issuance = Issuance(
+        subject=record.owner_id,
+        client=client,
+        permissions=granted,
+        aud=aud,
+        session_id=record.id,
+        not_after=record.expires_at,
     )
+    issued = issue(server, request, issuance)
     request.event(
         "api_key.exchanged",
         SUCCESS,

@@ -8,7 +8,9 @@ seconds (at most ``CHIT_MAX_DEFERRED_TTL``). Hours later the job exchanges the h
 (``subject_token_type`` that URN) for a short access token, or a chit, shaped like any delegated one;
 its scope is narrowed again to what the user holds *then*, its ``sid`` is the delegation's id (revoking
 the handle ends what it gave), and it never outlives the handle. Only the service it was issued to
-redeems it; disabling the user or revoking everything of theirs (``revoked_before``) ends it.
+redeems it; disabling the user or revoking everything of theirs (``revoked_before``) ends it. It is made
+from a user's own token only: not from one redeemed from another handle or exchanged from an API key,
+whose end it would not follow.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from chit.server.credentials import (
 from chit.server.forms import targets
 from chit.server.grants.base import IssuedHandle, IssuedTokens, TokenRequest, requested_scope
 from chit.server.grants.delegation import exchanging_service, issue_delegated, subject_token_claims
-from chit.storage.records import DELEGATION_PREFIX, DelegationRecord, new_id
+from chit.storage.records import API_KEY_PREFIX, DELEGATION_PREFIX, DelegationRecord, new_id
 
 DEFERRED_TOKEN_TYPE = "urn:chit:token-type:deferred-delegation"
 DEFAULT_TTL = 86_400
@@ -64,6 +66,13 @@ def create(server: AuthServer, request: TokenRequest, subject_token: str) -> Iss
     if targets(request.params):
         raise InvalidRequestError("a deferred delegation is addressed when it is redeemed: no audience or resource")
     claims, user = subject_token_claims(server, request, subject_token)
+    if claims.sid is not None and claims.sid.startswith((DELEGATION_PREFIX, API_KEY_PREFIX)):
+        # a handle lives on its own (days, whatever its source's fate): made from a token redeemed from another
+        # handle or exchanged from an API key, it would outlive that handle's or key's expiry and revocation
+        raise InvalidRequestError(
+            "a deferred delegation is made from a user's own token, not from one redeemed from a deferred"
+            " delegation or exchanged from an API key"
+        )
     chain = delegation.chain_of(claims.act)
     request.context.actors = delegation.names((exchanger.actor, *chain))
     delegation.check_chain(chain, client.client_id, server.settings.max_delegation_depth)
