@@ -156,7 +156,12 @@ class Principal:
         return self.check(permission, resource=resource).allowed
 
     def owns(self, owner_id: str) -> bool:
-        return decisions.owns(self, owner_id)
+        """Whether ``owner_id`` is the subject; for a chit, also allowed by its checks with ``owner(owner_id)``,
+        as ``require_owner`` decides: a chit narrowed to a resource or an owner owns nothing a route body
+        asks about without naming it."""
+        if self.chit is None:
+            return decisions.owns(self, owner_id)
+        return self.check_owner(owner_id).allowed
 
     def owns_or_can(self, owner_id: str, permission: str, *, resource: str | None = None) -> bool:
         """The usual ownership rule: the owner, or whoever holds ``permission`` (e.g. ``...:read-any``)."""
