@@ -63,6 +63,12 @@ class Caller:
     client_id: str | None = None
     source: str | None = None
     request_id: str | None = None
+    chain: tuple[str, ...] = ()  # the services acting for the subject with a delegated token, current first
+
+    @property
+    def actors(self) -> tuple[str, ...]:
+        """Who an audit event names: the subject, then every service of the chain its token was delegated to."""
+        return (self.subject, *self.chain)
 
     @classmethod
     def operator(cls) -> Caller:
@@ -174,7 +180,7 @@ class Administration:
                 outcome,
                 client_id=self.actor.client_id,
                 subject=subject,
-                actors=(self.actor.subject,),
+                actors=self.actor.actors,
                 source=self.actor.source,
                 request_id=self.actor.request_id,
                 detail=detail,

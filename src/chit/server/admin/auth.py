@@ -15,7 +15,9 @@ from fastapi import Request
 
 from chit.answers import bearer_token
 from chit.errors import ChitError, InvalidTokenError
+from chit.policy.delegation import names
 from chit.policy.permissions import CHIT_SERVICE
+from chit.policy.principals import actors_from_claim
 from chit.policy.scopes import parse_permissions
 from chit.server.administration import REFUSED, Caller
 from chit.server.audit import FAILURE, AuditEvent, AuditWriteError, request_id_from
@@ -34,6 +36,7 @@ def actor_from(server: AuthServer, request: Request) -> Caller:
         subject=claims.sub,
         permissions=parse_permissions(claims.scope),
         client_id=claims.client_id,
+        chain=names(actors_from_claim(claims.act)),
         source=request.client.host if request.client else None,
         request_id=request_id_from(request.headers.get("x-request-id")),
     )
@@ -57,7 +60,7 @@ async def audit_refusal(request: Request, status: int, error: str, reason: str, 
         REFUSED,
         FAILURE,
         client_id=actor.client_id if actor else None,
-        actors=(actor.subject,) if actor else (),
+        actors=actor.actors if actor else (),
         source=request.client.host if request.client else None,
         request_id=request_id_from(request.headers.get("x-request-id")),
         detail={
