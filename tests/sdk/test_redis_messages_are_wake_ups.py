@@ -25,6 +25,7 @@ from helpers import IN_CI, ChitServer, ModuleServers, ServiceClient, claims_of, 
 
 from chit import InvalidTokenError, ServiceIdentity, Verifier
 from chit.sdk import RevocationFeed
+from chit.sdk.revocation_feed import MIN_WAKE_GAP
 
 pytestmark = pytest.mark.anyio
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -180,3 +181,29 @@ async def test_a_revocation_at_the_server_still_reaches_the_service_through_redi
         assert feed.polls > polls  # applied from the feed, not from the message
         assert feed.cursor > cursor
         assert (await verifier.verify(kept)).subject == claims_of(kept)["sub"]
+
+
+async def test_a_flood_of_forged_messages_does_not_make_the_service_poll_without_end(photos: Photos) -> None:
+    """After a poll a message asked for in vain, the next waits ``MIN_WAKE_GAP``: a thousand forged messages
+    over a second cost the auth server a bounded number of polls, not one each."""
+    async with photos.verifier() as verifier:
+        feed = verifier.feed
+        assert feed is not None
+        await following(feed)
+        token = photos.token(photos.new_user())
+        message = json.dumps(forged("token", token, 2**53))
+
+        def flood() -> None:  # from another thread, while the service's loop runs
+            with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
+                for _ in range(1000):
+                    client.publish(photos.channel, message)
+                    time.sleep(0.001)
+
+        polls = feed.polls
+        started = time.monotonic()
+        await asyncio.to_thread(flood)
+        elapsed = time.monotonic() - started
+        most = int(elapsed / MIN_WAKE_GAP) + 3  # one a gap, and the polls that ran as the flood began
+        assert feed.polls > polls + 3  # the messages did wake it, again and again
+        assert feed.polls - polls <= most, f"{feed.polls - polls} polls in {elapsed:.1f} s"
+        assert (await verifier.verify(token)).subject == claims_of(token)["sub"]

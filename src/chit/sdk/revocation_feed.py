@@ -63,7 +63,7 @@ MAX_STALENESS = 30.0  # seconds without a confirmation after which the list coun
 BOOTSTRAP_TIMEOUT = 10.0  # seconds ``start`` waits for the first pages before it gives up (and stays stale)
 FIRST_RECONNECT_DELAY = 0.25
 MAX_RECONNECT_DELAY = 15.0
-MIN_WAKE_GAP = 0.05  # seconds between polls that Redis messages ask for: a flood of them is 20 polls a second
+MIN_WAKE_GAP = 0.05  # seconds after a poll that found nothing new before the next: a flood is 20 polls a second
 MIN_STREAM_LIFE = 1.0  # seconds: a stream the server ends sooner is a failure, reconnected with backoff
 MAX_PAGE_SIZE = 4 * 1024 * 1024  # bytes of one poll answer
 MAX_EVENT_SIZE = 64 * 1024  # bytes of one event's data, on the stream or on Redis
@@ -523,15 +523,17 @@ class RevocationFeed:
         delay = FIRST_RECONNECT_DELAY
         wait = 0.0
         polled_at = -math.inf
+        fruitless = False  # the last poll found nothing past the cursor
         while True:
             with suppress(TimeoutError):
                 await asyncio.wait_for(catch_up.wait(), wait)
-            # whoever may publish on Redis may send messages without end: the polls they ask for keep a gap
+            # whoever may publish on Redis may send messages without end: after a poll that a message asked for
+            # in vain, the next keeps a gap; a poll that brought events is followed at once
             gap = MIN_WAKE_GAP - (self.monotonic() - polled_at)
-            if gap > 0:
+            if fruitless and gap > 0:
                 await asyncio.sleep(gap)
             catch_up.clear()
-            polled_at = self.monotonic()
+            polled_at, cursor, fruitless = self.monotonic(), self.cursor, True
             try:
                 await self._poll(client)
             except (httpx.HTTPError, FetchError, FeedError, TokenRequestError, ValueError) as exc:
@@ -546,6 +548,7 @@ class RevocationFeed:
                 wait = self.poll_interval
                 continue
             self._recovered("poll the revocation feed")
+            fruitless = self.cursor == cursor
             delay = FIRST_RECONNECT_DELAY
             wait = self.poll_interval
 
