@@ -106,6 +106,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            envvar="CHIT_FORWARDED_ALLOW_IPS",
+            help="Proxies (comma-separated addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto"
+            " are believed. By default none: a request's source is the connection's peer.",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -145,6 +155,10 @@ def serve(
             log_config=log_config(log_format),
             server_header=False,
             log_level="warning",
+            # the source of a login counts against its limit and goes to the audit log: a client must not be able
+            # to name it (uvicorn believes X-Forwarded-For from loopback by default, where a TLS proxy would sit)
+            proxy_headers=forwarded_allow_ips is not None,
+            forwarded_allow_ips=forwarded_allow_ips,
         )
     except (_Stopped, KeyboardInterrupt):
         pass

@@ -73,7 +73,22 @@ class PlainAccessFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         r: Any = record
-        return f'{_timestamp(record)} {r.client} "{r.method} {r.path}" {r.status} {r.duration_ms} ms'
+        client, path = _printable(r.client), _printable(r.path)
+        return f'{_timestamp(record)} {client} "{r.method} {path}" {r.status} {r.duration_ms} ms'
+
+
+def _printable(text: str) -> str:
+    """``text`` with what is not printable (a decoded ``%0A`` or ``%1B`` of a path) and ``"`` escaped: a line of
+    the log is one request, and reads the same in a terminal."""
+    if text.isprintable() and '"' not in text:
+        return text
+    return "".join(_escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    if c == '"':
+        return '\\"'
+    return c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
 
 
 class JsonAccessFormatter(logging.Formatter):

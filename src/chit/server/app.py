@@ -97,7 +97,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.error("unhandled error on %s %r", request.method, request.url.path, exc_info=exc)  # %r: one line
     # an admin request that failed this way leaves a trace too; the cause is for the log, not the audit
     await audit_refusal(request, 500, "server_error", f"unexpected {type(exc).__name__}; see the server log")
     return _json({"error": "server_error"}, 500)

@@ -3,7 +3,8 @@
 Per account: after ``account_max_failures`` failed logins in a row the account is locked for
 ``lock_seconds``, doubling with each further lock up to ``max_lock_seconds``; attempts during a lock
 are refused without counting, even with the right password; after a lock the next failure locks
-again; only a successful login resets the count. Per source address: the same schedule once
+again; only a successful login resets the count. Per source address (an IPv6 address by its /64, the
+connection's peer unless ``chit serve --forwarded-allow-ips`` names proxies to believe): the same schedule once
 ``source_max_failures`` failures fall within ``source_window`` seconds; the source's count starts
 over when a window passes, and a success does not reset it (an attacker could log into their own
 account to clear it). Unknown accounts are counted exactly like real ones.
@@ -22,6 +23,7 @@ keeps its count, less this one attempt.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,7 +50,17 @@ def account_key(username: str) -> str:
 
 
 def source_key(address: str) -> str:
-    return "source:" + address[:180]
+    """The key a source address counts under: an IPv6 address by its /64 (what one line or host is given, so
+    that its 2**64 addresses share one budget), an IPv4-mapped one as IPv4; anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "source:" + address[:180]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"source:{ip.ipv4_mapped}"
+        return f"source:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+    return f"source:{ip}"
 
 
 @dataclass(frozen=True)
