@@ -21,6 +21,9 @@ class RequestAuth(NamedTuple):
     principal: Principal
     token: str
 
+    def __repr__(self) -> str:  # the bearer token stays out of logs
+        return f"RequestAuth(principal={self.principal!r}, token=...)"
+
 
 _current: ContextVar[RequestAuth | None] = ContextVar("chit_request_auth", default=None)
 

@@ -151,7 +151,9 @@ class HttpGetter:
         body = _Body(url)
         async with self._client() as client:
             request = client.build_request(method, url, headers=headers, content=content, timeout=self.timeout)
-            response = await client.send(request, stream=True)
+            # never followed, whatever the caller's client does: a redirect would take keys, or post a secret,
+            # from or to where the https and issuer checks never looked
+            response = await client.send(request, stream=True, follow_redirects=False)
             try:
                 async for chunk in response.aiter_bytes():
                     body.add(chunk)
@@ -165,7 +167,7 @@ class HttpGetter:
         body = _Body(url)
         with self._sync_client() as client:
             request = client.build_request(method, url, headers=headers, content=content, timeout=self.timeout)
-            response = client.send(request, stream=True)
+            response = client.send(request, stream=True, follow_redirects=False)  # as ``send``
             try:
                 for chunk in response.iter_bytes():
                     body.add(chunk)

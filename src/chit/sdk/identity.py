@@ -54,7 +54,7 @@ from chit.sdk.delegation import (
     token_answer,
     token_hash,
 )
-from chit.sdk.fetch import FETCH_TIMEOUT, Fetched, HttpGetter, Reply, SingleFlight
+from chit.sdk.fetch import FETCH_TIMEOUT, Fetched, HttpGetter, Reply, SingleFlight, is_secure_url
 from chit.sdk.settings import DEFAULT_ISSUER, ISSUER_VARIABLE, client_secret_variable, missing_client_secret, stop
 
 DEFAULT_REFRESH_BEFORE = 60.0
@@ -97,6 +97,10 @@ class ServiceIdentity(httpx.Auth):
     ) -> None:
         if issuer is None and token_url is None:
             raise TypeError("ServiceIdentity needs an issuer (for discovery) or a token_url")
+        for url in (issuer, token_url):
+            if url is not None and not is_secure_url(url):
+                # the secret, and every user token exchanged, would cross the network in clear text
+                raise ValueError(f"{url!r} must be https (plain http only on loopback hosts)")
         self.client_id = client_id
         self._secret = client_secret
         self.issuer = issuer
@@ -144,6 +148,8 @@ class ServiceIdentity(httpx.Auth):
         if not secret:
             stop(missing_client_secret(client_id))
         issuer = issuer or source.get(ISSUER_VARIABLE) or DEFAULT_ISSUER
+        if not is_secure_url(issuer):
+            stop(f"{ISSUER_VARIABLE}={issuer!r} must be https (plain http only on loopback hosts)")
         return cls(client_id, secret, issuer=issuer, scope=scope, auth_method=auth_method, timeout=timeout)
 
     def __repr__(self) -> str:  # never let the secret reach a log

@@ -355,7 +355,10 @@ class RevocationFeed:
     async def _page(self, client: httpx.AsyncClient, feed_url: str, after: int) -> tuple[list[RevocationEvent], int]:
         params = {"after": str(after), "limit": str(self.page_size)}
         headers = {"Accept": "application/json"}
-        async with client.stream("GET", feed_url, params=params, headers=headers, auth=self.identity) as response:
+        page = client.stream(
+            "GET", feed_url, params=params, headers=headers, auth=self.identity, follow_redirects=False
+        )
+        async with page as response:
             content = bytearray()
             async for chunk in response.aiter_bytes():
                 content += chunk
@@ -407,7 +410,10 @@ class RevocationFeed:
         _, stream_url = await self._endpoints(client)
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Last-Event-ID": str(self.cursor)}
         timeout = httpx.Timeout(self.timeout, read=self.quiet_timeout)
-        async with client.stream("GET", stream_url, headers=headers, auth=self.identity, timeout=timeout) as response:
+        stream = client.stream(
+            "GET", stream_url, headers=headers, auth=self.identity, timeout=timeout, follow_redirects=False
+        )
+        async with stream as response:
             if response.status_code != 200:
                 raise FeedError(f"{stream_url} answered {response.status_code}{_forbidden_hint(response.status_code)}")
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -569,7 +575,9 @@ class RevocationFeed:
         return self.feed_url or base + REVOCATION_FEED_PATH, self.stream_url or base + REVOCATION_STREAM_PATH
 
     async def _metadata(self, client: httpx.AsyncClient, url: str) -> Mapping[str, Any]:
-        response = await client.get(url, headers={"Accept": "application/json"}, timeout=self.timeout)
+        response = await client.get(
+            url, headers={"Accept": "application/json"}, timeout=self.timeout, follow_redirects=False
+        )
         if response.status_code != 200 or len(response.content) > MAX_PAGE_SIZE:
             raise FeedError(f"{url} answered {response.status_code}")
         try:

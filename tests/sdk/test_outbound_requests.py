@@ -1,0 +1,90 @@
+"""What the SDK sends out stays where the issuer is: its service identity talks https only (plain http on
+loopback hosts), and no request of the SDK follows a redirect, even on a client of the application's that
+follows them. Otherwise keys served by another host would be installed and the tokens they sign accepted,
+and the client secret or a user's token would be posted to another origin. The issuer is the test kit's
+in-process one; the redirects are what a misrouted proxy or an open redirect on the issuer's host would send.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from chit import ServiceIdentity
+from chit.errors import ChitError
+from chit.sdk.context import RequestAuth
+from chit.testing import Clock, TestIssuer
+
+pytestmark = pytest.mark.anyio
+ISSUER = "https://issuer.chit.test"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"issuer": "http://auth.internal.example:8700"}, {"token_url": "http://auth.internal.example:8700/oauth2/token"}],
+)
+def test_a_service_identity_refuses_plain_http_off_loopback(options: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="must be https"):
+        ServiceIdentity("cart", "cart-secret", **options)
+
+
+def test_a_service_identity_on_loopback_may_use_plain_http() -> None:
+    assert ServiceIdentity("cart", "cart-secret", issuer="http://127.0.0.1:8700").issuer == "http://127.0.0.1:8700"
+
+
+def test_from_env_stops_on_a_plain_http_issuer_off_loopback() -> None:
+    environ = {"CART_CLIENT_SECRET": "cart-secret", "CHIT_ISSUER": "http://auth.internal.example:8700"}
+    with pytest.raises(SystemExit) as stopped:
+        ServiceIdentity.from_env("cart", environ=environ)
+    assert "CHIT_ISSUER" in str(stopped.value.code)  # the message uvicorn prints, exit status 1
+    assert "must be https" in str(stopped.value.code)
+
+
+async def test_keys_behind_a_redirect_are_never_fetched() -> None:
+    clock = Clock()
+    real, attacker = TestIssuer(ISSUER, clock=clock), TestIssuer(ISSUER, clock=clock)
+    fetched: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        fetched.append(str(request.url))
+        if request.url.host == "evil.example":
+            return httpx.Response(200, json=attacker.jwks())
+        if "jwks" in request.url.path:
+            return httpx.Response(302, headers={"Location": "http://evil.example/keys"})
+        return real.handle(request)
+
+    following = httpx.AsyncClient(transport=httpx.MockTransport(handle), follow_redirects=True)
+    verifier = real.verifier("image-store", http_client=following)
+    with pytest.raises(ChitError):
+        await verifier.verify(attacker.token("usr_admin", ["image-store:images:delete"]))
+    assert not [url for url in fetched if "evil.example" in url]
+
+
+async def test_the_token_endpoint_s_redirect_takes_no_secret_and_no_user_token_elsewhere() -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        return httpx.Response(307, headers={"Location": "http://evil.example/collect"})
+
+    following = httpx.AsyncClient(transport=httpx.MockTransport(handle), follow_redirects=True)
+    token_url = ISSUER + "/oauth2/token"
+    post = ServiceIdentity(
+        "cart", "TOP-SECRET", token_url=token_url, http_client=following, auth_method="client_secret_post"
+    )
+    with pytest.raises(ChitError):
+        await post.token()
+    basic = ServiceIdentity("cart", "TOP-SECRET", token_url=token_url, http_client=following)
+    with pytest.raises(ChitError):
+        await basic.exchange("USER-ACCESS-TOKEN", audience="payment")
+    assert [request.url.host for request in seen] == ["issuer.chit.test", "issuer.chit.test"]
+
+
+def test_the_request_context_does_not_print_its_token() -> None:
+    assert "a-bearer-token" not in repr(RequestAuth(None, "a-bearer-token"))  # type: ignore[arg-type]
