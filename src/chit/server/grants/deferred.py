@@ -57,6 +57,9 @@ def _expires_in(request: TokenRequest, most: int) -> int:
 
 
 def create(server: AuthServer, request: TokenRequest, subject_token: str) -> IssuedHandle:
+    # the handle's time is taken before its token is checked: a logout of its user committed after that check
+    # (revoked_before = its second + 1) then still ends the handle
+    now = server.now()
     exchanger = exchanging_service(server, request)
     service, client = exchanger.service, exchanger.client
     if not service.deferred:
@@ -84,7 +87,6 @@ def create(server: AuthServer, request: TokenRequest, subject_token: str) -> Iss
         ],
         requested_scope(request.params),
     )
-    now = server.now()
     secret = new_secret()
     record = DelegationRecord(
         id=new_id(DELEGATION_PREFIX),
