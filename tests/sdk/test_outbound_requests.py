@@ -13,6 +13,7 @@ import pytest
 from chit import ServiceIdentity
 from chit.errors import ChitError
 from chit.sdk.context import RequestAuth
+from chit.sdk.fetch import REFUSED_RENEW_PAUSE
 from chit.testing import Clock, TestIssuer
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +89,27 @@ async def test_the_token_endpoint_s_redirect_takes_no_secret_and_no_user_token_e
 
 def test_the_request_context_does_not_print_its_token() -> None:
     assert "a-bearer-token" not in repr(RequestAuth(None, "a-bearer-token"))  # type: ignore[arg-type]
+
+
+def refusing(request: httpx.Request) -> httpx.Response:
+    """A called service that refuses every token as invalid."""
+    return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+async def test_a_service_refusing_every_token_gets_a_renewal_once_a_pause_not_every_call() -> None:
+    clock = Clock()
+    issuer = TestIssuer(clock=clock)
+    issuer.add_client("cart", "cart-secret", ["payment:charges:create"])
+    identity = issuer.identity("cart", "cart-secret")
+    user = issuer.token("usr_a", ["shop:carts:read", "payment:charges:create"])
+    issuer.add_client("shop", "shop-secret", [], on_behalf=["payment:charges:create"])
+    shop = issuer.identity("shop", "shop-secret")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refusing)) as payment:
+        for _ in range(50):
+            await payment.get("https://payment.internal/charges", auth=identity)
+            await payment.get("https://payment.internal/charges", auth=shop.for_user("payment", token=user))
+        assert issuer.requests.count("/oauth2/token") == 4  # each: its token, and one renewal when first refused
+        clock.advance(REFUSED_RENEW_PAUSE)
+        await payment.get("https://payment.internal/charges", auth=identity)
+        await payment.get("https://payment.internal/charges", auth=shop.for_user("payment", token=user))
+        assert issuer.requests.count("/oauth2/token") == 6  # a pause later, one renewal each again

@@ -492,7 +492,9 @@ def test_a_stale_list_is_answered_503_with_retry_after() -> None:
 
 
 def test_a_feed_refuses_clear_text_issuers() -> None:
-    identity = ServiceIdentity("photos", "secret", issuer="http://auth.example.com")
+    with pytest.raises(ValueError, match="https"):
+        ServiceIdentity("photos", "secret", issuer="http://auth.example.com")  # its secret would travel in clear
+    identity = ServiceIdentity("photos", "secret", issuer="https://auth.example.com")
     with pytest.raises(ValueError, match="https"):
         RevocationFeed("http://auth.example.com", identity)
     with pytest.raises(TypeError, match="identity"):

@@ -40,6 +40,7 @@ from chit.errors import FetchError
 log = logging.getLogger("chit.sdk")
 
 FETCH_TIMEOUT = 5.0
+REFUSED_RENEW_PAUSE = 5.0  # seconds: a token seen refused is renewed at most this often
 MAX_DOCUMENT_SIZE = 512 * 1024
 ACCEPT_JSON = {"Accept": "application/json"}
 
