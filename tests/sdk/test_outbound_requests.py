@@ -7,6 +7,7 @@ in-process one; the redirects are what a misrouted proxy or an open redirect on 
 
 from __future__ import annotations
 
+import biscuit_auth
 import httpx
 import pytest
 
@@ -14,6 +15,7 @@ from chit import ServiceIdentity
 from chit.errors import ChitError
 from chit.sdk.context import RequestAuth
 from chit.sdk.fetch import REFUSED_RENEW_PAUSE
+from chit.sdk.jwks_client import ServiceKeysClient
 from chit.testing import Clock, TestIssuer
 
 pytestmark = pytest.mark.anyio
@@ -113,3 +115,23 @@ async def test_a_service_refusing_every_token_gets_a_renewal_once_a_pause_not_ev
         await payment.get("https://payment.internal/charges", auth=identity)
         await payment.get("https://payment.internal/charges", auth=shop.for_user("payment", token=user))
         assert issuer.requests.count("/oauth2/token") == 6  # a pause later, one renewal each again
+
+
+async def test_a_service_key_banned_names_no_service_any_more() -> None:
+    """What the verifier does with a service key the feed revokes (a ``key`` event naming ``ed25519/<hex>``): the
+    keys client bans it, and names no service for it, so a through() block it signed proves nothing."""
+    key = str(biscuit_auth.KeyPair().public_key)
+
+    def published(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"keys": [{"service": "cart", "public_key": key}]})
+
+    keys = ServiceKeysClient(
+        ISSUER,
+        service_keys_uri=ISSUER + "/.well-known/chit-service-keys",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(published)),
+        clock=Clock(),
+    )
+    await keys.refresh()
+    assert keys.services_of(key) == {"cart"}
+    keys.ban(key)
+    assert keys.services_of(key) == frozenset()

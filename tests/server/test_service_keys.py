@@ -8,6 +8,7 @@ One server for the module; every test registers services of its own (unique ids)
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,25 @@ def test_rotating_publishes_a_new_key_and_hands_its_private_half_over_at_once(ch
     assert [e["detail"]["public_key"] for e in handovers] == [rotated["public_key"]]
     again = register(chit, tmp_path, "keys-rotated")
     assert (again["public_key"], again["private_key_waiting"]) == (rotated["public_key"], False)
+
+
+def key_events(chit: ChitServer) -> list[str]:
+    """The values of the feed's ``key`` events, as ``chit revocations tail`` shows them."""
+    lines = chit.cli_ok("revocations", "tail", "--json", "-n", "1000").stdout.splitlines()
+    return [event["value"] for event in map(json.loads, lines) if event["kind"] == "key"]
+
+
+def test_a_replaced_service_key_is_revoked_at_every_service(chit: ChitServer, admin: Api, tmp_path: Path) -> None:
+    """Rotating (a key leaked) or supplying another one sends a ``key`` event naming the old public key: the
+    services' verifiers ban it, and through() blocks it signed prove nothing any more."""
+    old = register(chit, tmp_path, "keys-revoked")["public_key"]
+    rotated = hand_over(chit, "keys-revoked", "--rotate")["public_key"]
+    assert old in key_events(chit)
+    supplied = str(biscuit_auth.KeyPair().public_key)
+    body = {"manifest": manifest_text("keys-revoked"), "public_key": supplied}
+    assert admin.put("/admin/services/keys-revoked", body).status_code == 200
+    assert rotated in key_events(chit)
+    assert supplied not in key_events(chit)  # the key in force now is not
 
 
 # a key the service supplies -------------------------------------------------------------------------

@@ -16,7 +16,8 @@ costs well under a microsecond with 100,000 entries. What a service refuses, by 
   so a chit of that subject or client is refused when it expires before the event does: every chit
   minted before the revocation is, and a chit minted since is too if it lives shorter than the event
   (conservative: refusing one too many is the safe side). An event without ``not_before`` revokes all;
-* ``key``: every token a signing key (a JWT ``kid``, or ``root-<n>`` for chit root key ``n``) signed.
+* ``key``: every token a signing key (a JWT ``kid``, or ``root-<n>`` for chit root key ``n``) signed, and every
+  ``through`` block a replaced service key (``ed25519/<hex>``) signed.
   The event's ``not_before`` is ignored: whoever holds a compromised key can sign any ``iat``, so the
   whole key goes. A principal does not say which key signed it, so this list only keeps the entry and
   tells the ``key_listeners`` (the verifier bans the key in its key clients, for good, and empties its

@@ -402,9 +402,11 @@ class ServiceKeysClient(_PublishedKeys[ServiceKeys]):
         return self._keys.value or ServiceKeys()
 
     def services_of(self, key: str) -> frozenset[str]:
-        """The services published with the public key ``key`` (none: unknown)."""
+        """The services published with the public key ``key`` (none: unknown, or revoked by the feed)."""
         keys = self._keys.value
-        return frozenset() if keys is None else keys.get(key, frozenset())
+        if keys is None or (self.banned and key in self.banned):
+            return frozenset()
+        return keys.get(key, frozenset())
 
     async def refresh_for_unknown_signer(self, key: str) -> bool:
         """Refetch for a signer nobody knows, at most once per cool-down; True when it is now known.

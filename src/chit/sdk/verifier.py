@@ -101,7 +101,10 @@ STARTUP_FAILURE = 3  # the exit status uvicorn gives a failed startup; gunicorn 
 KEY_CHECK_RETRY = (1.0, 30.0)  # first and longest pause between tries to check the service key
 StalePolicy = Callable[[str | None, frozenset[str]], bool]
 """Whether to refuse a request (its method, None when unknown, and the permissions its route requires)
-while the revocation list is stale."""
+while the revocation list is stale. The policy is asked once, where the request is authorized: the
+permissions are those of FastAPI's ``Security(verifier, scopes=[...])``. Behind the Starlette middleware,
+and for what a route body decides later (``principal.require``), it is asked with none: a policy that
+refuses by permission must also refuse by method (as ``refuse_writes`` does) to hold there."""
 
 
 def refuse_writes(method: str | None, permissions: frozenset[str]) -> bool:
@@ -434,9 +437,10 @@ class TokenVerifier:
             raise InvalidTokenError(REVOKED)
 
     def _key_revoked(self, key_id: str) -> None:
-        """A signing key (or chit root key) was revoked: nothing it signed passes any more."""
+        """A signing key, a chit root key or a service key was revoked: nothing it signed passes any more."""
         self.jwks.ban(key_id)
         self.root_keys.ban(key_id)
+        self.service_keys.ban(key_id)  # a service key replaced: its through() blocks prove nothing any more
         if self.cache is not None:
             self.cache.clear()
         log.warning("key %s of %s was revoked: every token it signed is refused", key_id, self.issuer)
@@ -446,12 +450,13 @@ class TokenVerifier:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        for client in (self.jwks, self.root_keys):
+        clients = (self.service_keys,) if key_id.startswith("ed25519/") else (self.jwks, self.root_keys)
+        for client in clients:
             task = loop.create_task(self._refetch(client))
             self._refetches.add(task)
             task.add_done_callback(self._refetches.discard)
 
-    async def _refetch(self, client: JwksClient | RootKeysClient) -> None:
+    async def _refetch(self, client: JwksClient | RootKeysClient | ServiceKeysClient) -> None:
         try:
             await client.refresh()
         except Exception as exc:  # the keys in hand stay; an unknown kid refetches again after the cool-down

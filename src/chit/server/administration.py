@@ -316,6 +316,7 @@ class Administration:
         current = None if record is None else record.public_key
         if outcome.key_set:
             self._audit_key(manifest.id, current, outcome.replaced_key, "supplied" if supplied else "generated")
+            self._revoke_service_key(outcome.replaced_key)
         return RegisteredService(
             outcome,
             secret if outcome.client_created else None,
@@ -338,6 +339,12 @@ class Administration:
                 previous_public_key=previous,
                 source=source,
             )
+
+    def _revoke_service_key(self, public_key: str | None) -> None:
+        """A replaced service key proves nothing from now on: a ``key`` event naming it (``ed25519/<hex>``) tells
+        every service at once, where a key leaked would otherwise prove ``through`` until caches age."""
+        if public_key is not None:
+            self.server.revocations.revoke_signing_key(public_key, not_before=self.server.now() + 1)
 
     def _require_service_admin(self, service_id: str) -> None:
         """What acts on a registered service (its key, its removal) takes chit:services:admin and administering
@@ -390,6 +397,7 @@ class Administration:
             raise ConflictError(f"the key of service {service_id!r} changed meanwhile; retry")
         self._service_key_files().remove(service_id)  # the old private half, if it still waited, matches nothing
         self._audit_key(service_id, pair.public_key, record.public_key, "generated")
+        self._revoke_service_key(record.public_key)
         self._audit("service.key_handed_over", service=service_id, public_key=pair.public_key)
         return pair
 
