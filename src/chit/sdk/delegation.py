@@ -10,7 +10,6 @@ cache of them keyed by a hash of the token they were exchanged from (``Delegated
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Hashable, Iterable
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 
 from chit.errors import FetchError, TokenRequestError
-from chit.sdk.fetch import REFUSED_RENEW_PAUSE, Fetched, Reply, SingleFlight
+from chit.sdk.fetch import Fetched, Reply, SingleFlight
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -144,7 +143,6 @@ class RenewingToken:
             retry_pause=RETRY_AFTER_FAILURE,
             clock=clock,
         )
-        self._renewed_for_refusal = -math.inf  # when a token seen refused was last renewed
 
     def _usable(self, stale: str | None) -> ExchangedToken | None:
         now = self.clock()
@@ -153,25 +151,21 @@ class RenewingToken:
         current = self._flight.usable(now)
         return None if current is None or current.access_token == stale else current
 
-    def _held_back(self, stale: str | None) -> ExchangedToken | None:
-        """The refused token itself within ``REFUSED_RENEW_PAUSE`` of a renewal for a refusal
-        (``ServiceIdentity._held_back``)."""
-        now = self.clock()
-        current = self._flight.usable(now)
-        if stale is None or current is None or current.access_token != stale:
-            return None
-        if now - self._renewed_for_refusal < REFUSED_RENEW_PAUSE:
-            return current
-        self._renewed_for_refusal = now
-        return None
-
     async def get(self, *, stale: str | None = None) -> str:
         """A valid token; ``stale`` names one the caller saw refused."""
-        current = self._usable(stale) or self._held_back(stale) or await self._flight.obtain()
+        current = (
+            self._usable(stale)
+            or self._flight.held_back(stale, self.clock(), _access_token)
+            or await self._flight.obtain()
+        )
         return current.access_token
 
     def get_sync(self, *, stale: str | None = None) -> str:
-        current = self._usable(stale) or self._held_back(stale) or self._flight.obtain_sync(lambda: self._usable(stale))
+        current = (
+            self._usable(stale)
+            or self._flight.held_back(stale, self.clock(), _access_token)
+            or self._flight.obtain_sync(lambda: self._usable(stale))
+        )
         return current.access_token
 
     def expired(self, now: float) -> bool:
@@ -261,3 +255,7 @@ def replayable(request: httpx.Request) -> bool:
     except httpx.RequestNotRead:
         return False
     return True
+
+
+def _access_token(value: ExchangedToken) -> str:
+    return value.access_token

@@ -222,6 +222,7 @@ class SingleFlight(Generic[T]):
         self.error: Exception | None = None  # of the last attempt, None once one succeeded
         self.attempts = 0  # for tests and metrics
         self.last_attempt: float | None = None
+        self._renewed_for_refusal = -math.inf  # when a value whose token was refused was last renewed
         self._task: asyncio.Task[bool] | None = None
         self._lock = threading.Lock()
 
@@ -234,6 +235,18 @@ class SingleFlight(Generic[T]):
         """The last good value until it expires."""
         fetched = self._fetched
         return fetched.value if fetched is not None and now < fetched.expires_at else None
+
+    def held_back(self, refused: str | None, now: float, token: Callable[[T], str]) -> T | None:
+        """The value whose ``token`` a called service ``refused``, kept while one was renewed for a refusal less
+        than ``REFUSED_RENEW_PAUSE`` ago (a service refusing every token must not make each call a fetch);
+        None when it is to be renewed, the first time at once."""
+        current = self.usable(now)
+        if refused is None or current is None or token(current) != refused:
+            return None
+        if now - self._renewed_for_refusal < REFUSED_RENEW_PAUSE:
+            return current
+        self._renewed_for_refusal = now
+        return None
 
     def waited(self, seconds: float, now: float) -> bool:
         """At least ``seconds`` since the last attempt began (or none yet)."""

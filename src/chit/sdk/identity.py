@@ -21,7 +21,6 @@ deferred-delegation handle that a later job redeems with ``with_delegation``.
 from __future__ import annotations
 
 import base64
-import math
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Mapping
@@ -57,7 +56,6 @@ from chit.sdk.delegation import (
 )
 from chit.sdk.fetch import (
     FETCH_TIMEOUT,
-    REFUSED_RENEW_PAUSE,
     Fetched,
     HttpGetter,
     Reply,
@@ -129,7 +127,6 @@ class ServiceIdentity(httpx.Auth):
             clock=clock,
         )
         self._delegated = DelegatedTokens(max_delegated_tokens, clock)
-        self._renewed_for_refusal = -math.inf  # when a token seen refused was last renewed
         self.requests = 0  # client_credentials requests sent, for tests and metrics
         self.exchanges = 0  # token-exchange requests sent, for tests and metrics
 
@@ -195,26 +192,22 @@ class ServiceIdentity(httpx.Auth):
         current = self._token.usable(now)
         return None if current is None or current.access_token == stale_token else current
 
-    def _held_back(self, stale_token: str | None) -> ServiceToken | None:
-        """The refused token itself while one was renewed for a refusal less than ``REFUSED_RENEW_PAUSE`` ago: a
-        called service refusing every token must not make each call a token request."""
-        now = self.clock()
-        current = self._token.usable(now)
-        if stale_token is None or current is None or current.access_token != stale_token:
-            return None
-        if now - self._renewed_for_refusal < REFUSED_RENEW_PAUSE:
-            return current
-        self._renewed_for_refusal = now
-        return None
-
     async def token(self, *, stale: str | None = None) -> str:
         """A valid access token, renewed ahead of expiry; ``stale`` names one the caller saw refused."""
-        current = self._usable(stale) or self._held_back(stale) or await self._token.obtain()
+        current = (
+            self._usable(stale)
+            or self._token.held_back(stale, self.clock(), _access_token)
+            or await self._token.obtain()
+        )
         return current.access_token
 
     def sync_token(self, *, stale: str | None = None) -> str:
         """``token`` for synchronous code (``httpx.Client``); threads share one request."""
-        current = self._usable(stale) or self._held_back(stale) or self._token.obtain_sync(lambda: self._usable(stale))
+        current = (
+            self._usable(stale)
+            or self._token.held_back(stale, self.clock(), _access_token)
+            or self._token.obtain_sync(lambda: self._usable(stale))
+        )
         return current.access_token
 
     async def _fetch(self) -> Fetched[ServiceToken]:
@@ -516,3 +509,7 @@ class ForwardedToken(BearerOrFallback):
         if token is None and self.fallback is None:
             raise RuntimeError("no request token to forward: call from inside an authenticated request")
         return token
+
+
+def _access_token(value: ServiceToken) -> str:
+    return value.access_token
