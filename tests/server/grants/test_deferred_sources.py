@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from helpers import (
+    IMAGE_STORE_MANIFEST,
+    TOKEN_EXCHANGE,
     ModuleServers,
     ServiceClient,
     access_token,
@@ -27,17 +29,6 @@ from helpers import (
 
 PASSWORD = "deferred-sources-password"
 API_KEY_TYPE = "urn:chit:token-type:api-key"
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-IMAGE_STORE = """\
-id = "image-store"
-[permissions]
-"images:read" = "Read"
-[roles]
-viewer = ["images:read"]
-[on_behalf]
-permissions = ["tagging:tags:write"]
-deferred = ["tagging:tags:write"]
-"""
 TAGGING = """\
 id = "tagging"
 [permissions]
@@ -54,7 +45,7 @@ class Installation:
     def __init__(self, module_server: ModuleServers) -> None:
         self.chit = module_server("deferred-sources")
         directory = self.chit.data_dir.parent
-        self.image_store = register_service(self.chit, directory, "image-store", IMAGE_STORE)
+        self.image_store = register_service(self.chit, directory, "image-store", IMAGE_STORE_MANIFEST)
         self.tagging = register_service(self.chit, directory, "tagging", TAGGING)
         gateway = self.chit.add_client("gateway", "--grant", TOKEN_EXCHANGE)
         self.gateway = ServiceClient(self.chit, "gateway", gateway["client_secret"])
